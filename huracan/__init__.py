@@ -1,0 +1,1 @@
+"""Huracan: a self-learning crypto trading daemon."""
