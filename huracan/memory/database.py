@@ -1,0 +1,95 @@
+"""Where the memory lives (a configured server or the private cluster) and how we connect."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
+
+import asyncpg
+
+from huracan.logs import get_logger
+from huracan.memory.cluster import PrivateCluster
+
+log = get_logger(__name__)
+
+# Every PostgreSQL server has it; CREATE DATABASE cannot run inside the missing database.
+MAINTENANCE_DATABASE = "postgres"
+CONNECT_TIMEOUT_S = 10.0
+APPLICATION_NAME = "huracan"
+
+
+def resolve_dsn(configured_dsn: str | None, state_dir: Path, dbname: str = "huracan") -> str:
+    """The configured DSN untouched (nothing is started), or else the private cluster under
+    `state_dir/postgres`, started or reused. Blocking: run it off the event loop."""
+    if configured_dsn:
+        return configured_dsn
+    cluster = PrivateCluster(state_dir / "postgres")
+    cluster.ensure_started()
+    return cluster.dsn(dbname)
+
+
+def quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def database_name(dsn: str) -> str | None:
+    """The database a libpq URI names, or None when it names none (libpq then uses the user)."""
+    parts = urlsplit(dsn)
+    for key, value in parse_qsl(parts.query):
+        if key in ("dbname", "database"):
+            return value
+    return unquote(parts.path.lstrip("/")) or None
+
+
+def with_database(dsn: str, dbname: str) -> str:
+    """The same server, user and options, another database."""
+    parts = urlsplit(dsn)
+    query = [(k, v) for k, v in parse_qsl(parts.query) if k not in ("dbname", "database")]
+    # Keep '/' unescaped in query values: unix socket directories read better that way.
+    new_query = urlencode(query, safe="/", quote_via=quote)
+    return urlunsplit((parts.scheme, parts.netloc, "/" + quote(dbname, safe=""), new_query, parts.fragment))
+
+
+async def ensure_database(dsn: str, *, password: str | None = None) -> None:
+    """Create the DSN's database if the server does not have it yet (the private cluster's first
+    start); for a database that exists, as an external server's should, this only proves that it
+    accepts connections."""
+    try:
+        conn = await asyncpg.connect(dsn, password=password, timeout=CONNECT_TIMEOUT_S)
+    except asyncpg.InvalidCatalogNameError:
+        dbname = database_name(dsn)
+        if dbname is None:
+            raise
+    else:
+        await conn.close()
+        return
+    maintenance = await asyncpg.connect(
+        with_database(dsn, MAINTENANCE_DATABASE), password=password, timeout=CONNECT_TIMEOUT_S
+    )
+    try:
+        await maintenance.execute(f"CREATE DATABASE {quote_ident(dbname)}")
+        log.info("database created", database=dbname)
+    except asyncpg.DuplicateDatabaseError:
+        pass  # another process (daemon or `huracan migrate`) created it a moment ago
+    finally:
+        await maintenance.close()
+
+
+async def create_pool(
+    dsn: str,
+    *,
+    min_size: int,
+    max_size: int,
+    command_timeout: float,
+    password: str | None = None,
+) -> asyncpg.Pool:
+    return await asyncpg.create_pool(
+        dsn,
+        password=password,
+        min_size=min_size,
+        max_size=max_size,
+        command_timeout=command_timeout,
+        timeout=CONNECT_TIMEOUT_S,
+        # Lets `SELECT * FROM pg_stat_activity` in psql tell the daemon's sessions apart.
+        server_settings={"application_name": APPLICATION_NAME},
+    )
