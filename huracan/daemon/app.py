@@ -1,0 +1,196 @@
+"""`huracan run`: open the resources in order, serve, and close them in reverse on the way out.
+
+Start-up: database (private cluster or DSN) -> migrations -> services -> READY=1.
+Shutdown, within daemon.shutdown_timeout_s: STOPPING=1 -> services finish their in-flight work
+(no new work is started once `stopping` is set) -> the pool closes after its last write ->
+logs are flushed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import time
+from collections.abc import Callable, Sequence
+
+import asyncpg
+
+from huracan.config import ConfigError, ConfigSources, HuracanConfig, load_config, plan_reload
+from huracan.daemon.heartbeat import Heartbeat
+from huracan.daemon.sdnotify import Notifier
+from huracan.daemon.service import FatalError, Liveness, RunningConfig, Service
+from huracan.daemon.supervisor import Supervisor
+from huracan.daemon.watchdog import Watchdog
+from huracan.logs import flush_logs, get_logger, register_secrets, set_levels
+from huracan.memory.database import create_pool, ensure_database, resolve_dsn
+from huracan.memory.migrate import apply_migrations, default_migrations_dir
+
+log = get_logger("huracan.daemon")
+
+EX_OK = 0
+EX_SOFTWARE = 70  # a service failed fatally
+EX_UNAVAILABLE = 69  # a dependency (the database) could not be reached at start-up
+
+ServiceFactory = Callable[[asyncpg.Pool, Notifier], Sequence[Service]]
+
+
+def default_services(pool: asyncpg.Pool, notifier: Notifier) -> list[Service]:
+    return [Heartbeat(pool, notifier)]
+
+
+class Daemon:
+    def __init__(
+        self,
+        config: HuracanConfig,
+        sources: ConfigSources,
+        *,
+        notifier: Notifier | None = None,
+        services: ServiceFactory = default_services,
+    ) -> None:
+        self.config = RunningConfig(config)
+        self.sources = sources
+        self.notifier = notifier or Notifier()
+        self.service_factory = services
+        self.liveness = Liveness()
+        self.supervisor: Supervisor | None = None
+        self._stop_requested = False
+        self._stop_deadline: float | None = None
+
+    # --- signals -------------------------------------------------------------------------------
+    def request_stop(self, reason: str) -> None:
+        if self._stop_requested:
+            log.info("stop already in progress", reason=reason)
+            return
+        self._stop_requested = True
+        self._stop_deadline = time.monotonic() + self.config.current.daemon.shutdown_timeout_s
+        log.info("stop requested", reason=reason)
+        self.notifier.stopping(f"stopping: {reason}")
+        if self.supervisor is not None:
+            self.supervisor.request_stop()
+
+    def reload(self) -> bool:
+        """Re-read the configuration (SIGHUP). Applies what can change live; on any problem keeps
+        running on the old configuration. Returns whether the new configuration was taken."""
+        self.notifier.reloading()
+        try:
+            loaded = load_config(self.sources)
+        except ConfigError as exc:
+            log.error(
+                "config reload failed; keeping the running configuration",
+                problems=[str(p) for p in exc.problems],
+            )
+            self.notifier.ready("running (reload failed, old configuration kept)")
+            return False
+        plan = plan_reload(self.config.current, loaded)
+        register_secrets(plan.effective.secrets())
+        self.config.current = plan.effective
+        set_levels(plan.effective.logging.level, plan.effective.logging.levels)
+        log.info(
+            "config reloaded",
+            changed=[{"key": c.path, "old": c.old, "new": c.new} for c in plan.applied],
+            needs_restart=[{"key": c.path, "old": c.old, "new": c.new} for c in plan.pending_restart],
+        )
+        if plan.pending_restart:
+            log.warning(
+                "some changes need a restart and were not applied",
+                keys=[c.path for c in plan.pending_restart],
+            )
+        self.notifier.ready(self._status())
+        return True
+
+    def _status(self) -> str:
+        return f"running: mode={self.config.current.exchange.mode}"
+
+    def _install_signal_handlers(self, loop: asyncio.AbstractEventLoop) -> list[int]:
+        handlers: dict[int, Callable[[], object]] = {
+            signal.SIGTERM: lambda: self.request_stop("SIGTERM"),
+            signal.SIGINT: lambda: self.request_stop("SIGINT"),
+            signal.SIGHUP: self.reload,
+        }
+        for signum, handler in handlers.items():
+            loop.add_signal_handler(signum, handler)
+        return list(handlers)
+
+    # --- lifecycle -----------------------------------------------------------------------------
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        installed = self._install_signal_handlers(loop)
+        started = time.monotonic()
+        try:
+            async with contextlib.AsyncExitStack() as resources:
+                try:
+                    pool = await self._open_database(resources)
+                except (OSError, asyncpg.PostgresError, RuntimeError) as exc:
+                    log.critical("database unavailable at start-up", error=str(exc))
+                    return EX_UNAVAILABLE
+                if self._stop_requested:
+                    return EX_OK
+                return await self._serve(pool, started)
+        finally:
+            for signum in installed:
+                loop.remove_signal_handler(signum)
+            self.notifier.close()
+            flush_logs()
+
+    async def _open_database(self, resources: contextlib.AsyncExitStack) -> asyncpg.Pool:
+        db = self.config.current.database
+        state_dir = self.config.current.daemon.state_dir
+        self.notifier.status("starting: database")
+        # Starting a private cluster runs initdb/pg_ctl: seconds of blocking work off the loop.
+        dsn = await asyncio.to_thread(resolve_dsn, db.dsn_value(), state_dir, db.name)
+        await ensure_database(dsn, password=db.password_value())
+        pool = await create_pool(
+            dsn,
+            min_size=db.pool_min_size,
+            max_size=db.pool_max_size,
+            command_timeout=db.command_timeout_s,
+            password=db.password_value(),
+        )
+        resources.push_async_callback(self._close_pool, pool)
+        if db.auto_migrate:
+            self.notifier.status("starting: migrations")
+            async with pool.acquire() as conn:
+                applied = await apply_migrations(conn, default_migrations_dir())
+            if applied:
+                log.info("migrations applied", versions=[m.version for m in applied])
+        return pool
+
+    async def _serve(self, pool: asyncpg.Pool, started: float) -> int:
+        services: list[Service] = list(self.service_factory(pool, self.notifier))
+        if self.notifier.watchdog_interval_s is not None:
+            services.append(Watchdog(self.notifier, self.notifier.watchdog_interval_s))
+        self.supervisor = Supervisor(services, self.config, self.liveness)
+        self.notifier.ready(self._status())
+        log.info(
+            "daemon started",
+            mode=self.config.current.exchange.mode,
+            services=[s.name for s in services],
+            startup_s=round(time.monotonic() - started, 3),
+            watchdog_s=self.notifier.watchdog_interval_s,
+        )
+        try:
+            await self.supervisor.serve(shutdown_timeout_s=self._remaining_shutdown_s)
+        except FatalError as exc:
+            log.critical("daemon stopping after a fatal error", error=str(exc))
+            self.notifier.stopping(f"stopping: fatal error: {exc}")
+            return EX_SOFTWARE
+        log.info("daemon stopped", uptime_s=round(time.monotonic() - started, 3))
+        return EX_OK
+
+    def _remaining_shutdown_s(self) -> float:
+        """What is left of the one shutdown budget shared by every step (at least a second, so the
+        pool gets a chance to close cleanly even when the services used it all)."""
+        budget = self.config.current.daemon.shutdown_timeout_s
+        if self._stop_deadline is None:
+            return budget
+        return max(1.0, self._stop_deadline - time.monotonic())
+
+    async def _close_pool(self, pool: asyncpg.Pool) -> None:
+        # Waits for connections in use to be released (their writes committed); terminate only
+        # if that outlasts the shutdown budget.
+        try:
+            await asyncio.wait_for(pool.close(), timeout=self._remaining_shutdown_s())
+        except TimeoutError:
+            log.error("database pool did not close in time; terminating connections")
+            pool.terminate()

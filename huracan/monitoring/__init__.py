@@ -1,0 +1,1 @@
+"""Health checks, anomaly detection, auto-remediation, status and metrics."""

@@ -1,0 +1,182 @@
+"""The daemon end to end: a real `huracan run` process against a real PostgreSQL database,
+driven by signals, with its sd_notify messages read from a socket the test owns."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import orjson
+import pytest
+
+from huracan.config import ConfigSources, load_config
+from huracan.daemon.app import EX_SOFTWARE, Daemon
+from huracan.daemon.sdnotify import Notifier
+from huracan.daemon.service import FatalError, Service, ServiceContext
+
+pytestmark = pytest.mark.db
+SECRET = "sk-e2e-do-not-log-7f3a9"
+
+
+class DaemonProcess:
+    def __init__(self, tmp_path: Path, dsn: str) -> None:
+        self.config_path = tmp_path / "local.yaml"
+        self.config_path.write_text("daemon:\n  heartbeat_interval_s: 0.2\n")
+        self.socket_path = tmp_path / "notify.sock"
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(self.socket_path))
+        self.messages: list[list[str]] = []
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "NOTIFY_SOCKET": str(self.socket_path),
+            "WATCHDOG_USEC": "1000000",
+            "HURACAN_DATABASE__DSN": dsn,
+            "HURACAN_DAEMON__STATE_DIR": str(tmp_path / "state"),
+            "HURACAN_LOGGING__FORMAT": "json",
+            "HURACAN_EXCHANGE__API_SECRET": SECRET,
+        }
+        self.log_path = tmp_path / "daemon.log"
+        self.log_file = self.log_path.open("wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "huracan.cli", "run", "--config", str(self.config_path)],
+            stdout=self.log_file,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+
+    def expect(self, first_line: str, timeout: float = 30) -> list[str]:
+        """Wait for a notification whose first line is `first_line`, keeping all seen."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.sock.settimeout(max(0.01, deadline - time.monotonic()))
+            try:
+                message = self.sock.recv(4096).decode().split("\n")
+            except TimeoutError:
+                break
+            self.messages.append(message)
+            if message[0] == first_line:
+                return message
+        raise AssertionError(
+            f"no {first_line} within {timeout} s; got {self.messages}; log:\n{self.output()}"
+        )
+
+    def output(self) -> str:
+        self.log_file.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def events(self) -> list[dict[str, Any]]:
+        return [orjson.loads(line) for line in self.output().splitlines() if line.startswith("{")]
+
+    def wait_for_event(self, name: str, timeout: float = 10) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = [e for e in self.events() if e["event"] == name]
+            if found:
+                return found[-1]
+            time.sleep(0.05)
+        raise AssertionError(f"no {name!r} event; log:\n{self.output()}")
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.sock.close()
+        self.log_file.close()
+
+
+@pytest.fixture
+def daemon(tmp_path: Path, db_dsn: str) -> Iterator[DaemonProcess]:
+    process = DaemonProcess(tmp_path, db_dsn)
+    yield process
+    process.close()
+
+
+async def test_run_reload_and_stop(daemon: DaemonProcess, db_dsn: str) -> None:
+    ready = daemon.expect("READY=1")
+    assert ready[1].startswith("STATUS=running")
+    daemon.expect("WATCHDOG=1", timeout=5)
+    assert not [e for e in daemon.events() if e["event"] == "heartbeat"]  # debug, filtered at info
+
+    # A good file: live keys applied, restart-only keys reported and not applied.
+    daemon.config_path.write_text(
+        "daemon:\n  heartbeat_interval_s: 0.1\nlogging:\n  level: debug\ndatabase:\n  pool_max_size: 3\n"
+    )
+    daemon.proc.send_signal(signal.SIGHUP)
+    daemon.expect("RELOADING=1")
+    daemon.expect("READY=1")
+    reloaded = daemon.wait_for_event("config reloaded")
+    assert {c["key"] for c in reloaded["changed"]} == {"daemon.heartbeat_interval_s", "logging.level"}
+    assert [c["key"] for c in reloaded["needs_restart"]] == ["database.pool_max_size"]
+    daemon.wait_for_event("heartbeat")  # a debug event: the new level is in force
+
+    # A bad file: the daemon keeps running on the configuration it has.
+    daemon.config_path.write_text("daemon:\n  heartbeat_interval_s: -1\n  bogus: 1\n")
+    daemon.proc.send_signal(signal.SIGHUP)
+    daemon.expect("RELOADING=1")
+    daemon.expect("READY=1")
+    failed = daemon.wait_for_event("config reload failed; keeping the running configuration")
+    assert len(failed["problems"]) == 2
+    assert daemon.proc.poll() is None
+
+    daemon.proc.send_signal(signal.SIGTERM)
+    stopping = daemon.expect("STOPPING=1")
+    assert stopping[1] == "STATUS=stopping: SIGTERM"
+    assert daemon.proc.wait(timeout=20) == 0
+    events = daemon.events()
+    assert events[-1]["event"] == "daemon stopped"
+    for event in events:
+        assert {"ts", "level", "event", "logger"} <= event.keys()
+        assert event["ts"].endswith("Z")
+    assert SECRET not in daemon.output()
+
+    conn = await asyncpg.connect(db_dsn)
+    try:
+        heartbeat = await conn.fetchrow("SELECT value, updated_at FROM daemon_state WHERE key = 'heartbeat'")
+    finally:
+        await conn.close()
+    assert heartbeat is not None
+    assert orjson.loads(heartbeat["value"])["beats"] >= 3
+
+
+def test_ctrl_c_stops_cleanly(daemon: DaemonProcess) -> None:
+    daemon.expect("READY=1")
+    daemon.proc.send_signal(signal.SIGINT)
+    daemon.expect("STOPPING=1")
+    assert daemon.proc.wait(timeout=20) == 0
+    assert "daemon stopped" in daemon.output()
+
+
+async def test_a_fatal_service_error_exits_non_zero(db_dsn: str, tmp_path: Path) -> None:
+    class Doomed:
+        name = "doomed"
+
+        async def run(self, ctx: ServiceContext) -> None:
+            raise FatalError("positions disagree with the venue")
+
+    def services(pool: asyncpg.Pool, notifier: Notifier) -> list[Service]:
+        return [Doomed()]
+
+    sources = ConfigSources(
+        environ={"HURACAN_DATABASE__DSN": db_dsn, "HURACAN_DAEMON__STATE_DIR": str(tmp_path)}
+    )
+    daemon = Daemon(load_config(sources), sources, notifier=Notifier({}), services=services)
+    assert await daemon.run() == EX_SOFTWARE
+
+
+async def test_unreachable_database_exits_unavailable(tmp_path: Path) -> None:
+    sources = ConfigSources(
+        environ={
+            "HURACAN_DATABASE__DSN": f"postgresql://nobody@/x?host={tmp_path}&port=1",
+            "HURACAN_DAEMON__STATE_DIR": str(tmp_path),
+        }
+    )
+    daemon = Daemon(load_config(sources), sources, notifier=Notifier({}))
+    assert await daemon.run() == 69
