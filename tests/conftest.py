@@ -17,7 +17,7 @@ import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import AsyncIterator, Coroutine, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,7 +63,26 @@ async def _admin(server: TestServer, *statements: str) -> None:
 
 
 @pytest.fixture(scope="session")
-def pg_server() -> Iterator[TestServer]:
+def reachable_tmp() -> Iterator[Callable[[], Path]]:
+    """Makes temp directories the server can use, removed at the end of the run.
+
+    Not tmp_path_factory: /tmp/pytest-of-root is 0700 root, and when we are root the server
+    runs as the postgres OS user, which must be able to enter every parent directory."""
+    made: list[Path] = []
+
+    def make() -> Path:
+        path = Path(tempfile.mkdtemp(prefix="huracan-test-"))
+        path.chmod(0o755)
+        made.append(path)
+        return path
+
+    yield make
+    for path in made:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def pg_server(reachable_tmp: Callable[[], Path]) -> Iterator[TestServer]:
     external = os.environ.get("HURACAN_TEST_DSN")
     if external:
         yield TestServer(external)
@@ -72,19 +91,13 @@ def pg_server() -> Iterator[TestServer]:
         find_server_binaries()
     except ClusterError as exc:
         pytest.skip(f"database tests need PostgreSQL: {exc}")
-    # Not tmp_path_factory: /tmp/pytest-of-root is 0700 root, and when we are root the server
-    # runs as the postgres OS user, which must be able to enter every parent directory.
-    state_dir = Path(tempfile.mkdtemp(prefix="huracan-test-"))
-    state_dir.chmod(0o755)
+    state_dir = reachable_tmp()
     cluster = PrivateCluster(state_dir / "postgres")
     try:
         cluster.ensure_started()
         yield TestServer(cluster.dsn(MAINTENANCE_DATABASE), cluster, state_dir)
     finally:
-        try:
-            cluster.stop()
-        finally:
-            shutil.rmtree(state_dir, ignore_errors=True)
+        cluster.stop()
 
 
 @pytest.fixture(scope="session")

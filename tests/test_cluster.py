@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
 import stat
-import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -43,30 +41,19 @@ def _wait_until_reaped(cluster: PrivateCluster, timeout_s: float = 10.0) -> None
         time.sleep(0.05)
 
 
-def _reachable_tempdir() -> Path:
-    # When we are root the server runs as `postgres`, which must be able to enter it.
-    path = Path(tempfile.mkdtemp(prefix="huracan-cluster-test-"))
-    path.chmod(0o755)
-    return path
-
-
 @pytest.fixture(scope="module")
-def scratch_cluster() -> Iterator[PrivateCluster]:
+def scratch_cluster(reachable_tmp: Callable[[], Path]) -> Iterator[PrivateCluster]:
     """A cluster of this module's own: these tests stop and crash it, which the session's
     shared cluster must never suffer."""
     try:
         find_server_binaries()
     except ClusterError as exc:
         pytest.skip(f"needs PostgreSQL server binaries: {exc}")
-    base = _reachable_tempdir()
-    cluster = PrivateCluster(base / "postgres")
+    cluster = PrivateCluster(reachable_tmp() / "postgres")
     try:
         yield cluster
     finally:
-        try:
-            cluster.stop()
-        finally:
-            shutil.rmtree(base, ignore_errors=True)
+        cluster.stop()
 
 
 # --- without a server ------------------------------------------------------------------------
@@ -244,19 +231,15 @@ def test_a_server_that_will_not_start_reports_command_and_log(scratch_cluster: P
 
 @pytest.mark.db
 @pytest.mark.skipif(os.geteuid() != 0, reason="only root hands the cluster to the postgres OS user")
-def test_unreachable_parent_directory_is_named(tmp_path: Path) -> None:
+def test_unreachable_parent_directory_is_named(reachable_tmp: Callable[[], Path]) -> None:
     try:
         find_server_binaries()
     except ClusterError as exc:
         pytest.skip(f"needs PostgreSQL server binaries: {exc}")
-    base = _reachable_tempdir()
-    try:
-        locked = base / "locked"
-        locked.mkdir(mode=0o700)
-        with pytest.raises(ClusterError, match=rf"cannot enter {re.escape(str(locked))} .*chmod o\+x"):
-            PrivateCluster(locked / "state" / "postgres").ensure_started()
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
+    locked = reachable_tmp() / "locked"
+    locked.mkdir(mode=0o700)
+    with pytest.raises(ClusterError, match=rf"cannot enter {re.escape(str(locked))} .*chmod o\+x"):
+        PrivateCluster(locked / "state" / "postgres").ensure_started()
 
 
 # --- database.py against the session's server ------------------------------------------------

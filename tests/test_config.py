@@ -97,6 +97,16 @@ def test_secrets_come_from_systemd_credentials_and_environment_wins(tmp_path: Pa
     assert set(CREDENTIAL_KEYS) >= {"exchange.api_key", "exchange.api_secret", "database.password"}
 
 
+def test_empty_credential_files_count_as_unset(tmp_path: Path) -> None:
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    (creds / "exchange.api_key").write_text("")
+    (creds / "exchange.api_secret").write_text("\n")
+    config = load(tmp_path, env={"CREDENTIALS_DIRECTORY": str(creds)})
+    assert config.exchange.api_key is None
+    assert config.exchange.api_secret is None
+
+
 def test_unknown_key_in_a_file_is_an_error_naming_path_and_file(tmp_path: Path) -> None:
     lines = problems(tmp_path, "risk:\n  postion_cap: 100\n")
     assert lines == [

@@ -3,13 +3,14 @@ driven by signals, with its sd_notify messages read from a socket the test owns.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from huracan.config import ConfigSources, load_config
 from huracan.daemon.app import EX_SOFTWARE, Daemon
 from huracan.daemon.sdnotify import Notifier
 from huracan.daemon.service import FatalError, Service, ServiceContext
+from huracan.memory.cluster import PrivateCluster
 
 pytestmark = pytest.mark.db
 SECRET = "sk-e2e-do-not-log-7f3a9"
@@ -180,3 +182,39 @@ async def test_unreachable_database_exits_unavailable(tmp_path: Path) -> None:
     )
     daemon = Daemon(load_config(sources), sources, notifier=Notifier({}))
     assert await daemon.run() == 69
+
+
+async def run_briefly(daemon: Daemon) -> int:
+    """Run the daemon until its services are up, then ask it to stop."""
+    task = asyncio.create_task(daemon.run())
+    async with asyncio.timeout(60):
+        # Watching from outside, as an operator would, keeps test hooks out of the daemon.
+        while daemon.supervisor is None and not task.done():  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+    daemon.request_stop("test")
+    return await task
+
+
+async def test_embedded_default_starts_migrates_and_stops_its_own_cluster(
+    reachable_tmp: Callable[[], Path],
+) -> None:
+    state_dir = reachable_tmp()
+    sources = ConfigSources(environ={"HURACAN_DAEMON__STATE_DIR": str(state_dir)})
+    daemon = Daemon(load_config(sources), sources, notifier=Notifier({}))
+    cluster = PrivateCluster(state_dir / "postgres")
+    assert await run_briefly(daemon) == 0
+    assert not cluster.is_running(), "the daemon started the cluster, so it stops it"
+    cluster.ensure_started()
+    try:
+        conn = await asyncpg.connect(cluster.dsn("huracan"))
+        try:
+            assert await conn.fetchval("SELECT count(*) FROM schema_migrations") >= 4
+            assert await conn.fetchval("SELECT count(*) FROM daemon_state WHERE key = 'heartbeat'") == 1
+        finally:
+            await conn.close()
+        # A cluster someone else started (make db-start) is reused and left running.
+        daemon = Daemon(load_config(sources), sources, notifier=Notifier({}))
+        assert await run_briefly(daemon) == 0
+        assert cluster.is_running()
+    finally:
+        cluster.stop()

@@ -134,9 +134,12 @@ def _read_credentials(environ: Mapping[str, str]) -> dict[str, Any]:
     values: dict[str, Any] = {}
     for name in CREDENTIAL_KEYS:
         path = Path(directory) / name
-        if path.is_file():
+        # An empty file is "not set": units ship empty placeholders for replay and shadow mode,
+        # and an empty API key must not satisfy live mode's "needs api_key".
+        value = path.read_text(encoding="utf-8").strip() if path.is_file() else ""
+        if value:
             section, key = name.split(".")
-            values.setdefault(section, {})[key] = path.read_text(encoding="utf-8").strip()
+            values.setdefault(section, {})[key] = value
     return values
 
 

@@ -23,6 +23,7 @@ from huracan.daemon.service import FatalError, Liveness, RunningConfig, Service
 from huracan.daemon.supervisor import Supervisor
 from huracan.daemon.watchdog import Watchdog
 from huracan.logs import flush_logs, get_logger, register_secrets, set_levels
+from huracan.memory.cluster import ClusterError, PrivateCluster
 from huracan.memory.database import create_pool, ensure_database, resolve_dsn
 from huracan.memory.migrate import apply_migrations, default_migrations_dir
 
@@ -137,6 +138,13 @@ class Daemon:
         db = self.config.current.database
         state_dir = self.config.current.daemon.state_dir
         self.notifier.status("starting: database")
+        if db.dsn is None:
+            cluster = PrivateCluster(state_dir / "postgres")
+            if not await asyncio.to_thread(cluster.is_running):
+                # What we start we stop, after the pool has closed (the stack unwinds in
+                # reverse): under systemd nothing is then left for KillMode=mixed to SIGKILL.
+                # A cluster that was already running (make db-start) is left running.
+                resources.push_async_callback(asyncio.to_thread, self._stop_cluster, cluster)
         # Starting a private cluster runs initdb/pg_ctl: seconds of blocking work off the loop.
         dsn = await asyncio.to_thread(resolve_dsn, db.dsn_value(), state_dir, db.name)
         await ensure_database(dsn, password=db.password_value())
@@ -177,6 +185,15 @@ class Daemon:
             return EX_SOFTWARE
         log.info("daemon stopped", uptime_s=round(time.monotonic() - started, 3))
         return EX_OK
+
+    @staticmethod
+    def _stop_cluster(cluster: PrivateCluster) -> None:
+        try:
+            cluster.stop()
+        except ClusterError as exc:
+            log.error("private PostgreSQL did not stop cleanly", error=str(exc))
+        else:
+            log.info("private PostgreSQL stopped", root=str(cluster.root))
 
     def _remaining_shutdown_s(self) -> float:
         """What is left of the one shutdown budget shared by every step (at least a second, so the

@@ -44,6 +44,9 @@ OUTPUT_TAIL_LINES = 25
 PG_CTL_STATUS_RUNNING = 0
 
 
+_NOT_INHERITED = ("PG", "NOTIFY_SOCKET", "WATCHDOG_", "LISTEN_")
+
+
 class ClusterError(RuntimeError):
     """The private cluster could not be found, created, started or stopped."""
 
@@ -339,8 +342,10 @@ class PrivateCluster:
         if user is not None:
             runuser = shutil.which("runuser") or "/usr/sbin/runuser"
             command = [runuser, "-u", user.pw_name, "--", *argv]
-        # PG* variables from our environment (PGDATA, PGPORT...) must not redirect the tools.
-        env = {key: value for key, value in os.environ.items() if not key.startswith("PG")}
+        # PG* variables from our environment (PGDATA, PGPORT...) must not redirect the tools, and
+        # the server must not talk to systemd as if it were the unit's main process (Debian's
+        # postgres sends READY=1 itself when it finds NOTIFY_SOCKET).
+        env = {key: value for key, value in os.environ.items() if not key.startswith(_NOT_INHERITED)}
         try:
             result = subprocess.run(
                 command,
