@@ -11,11 +11,9 @@ from typing import Any
 
 import uvloop
 
-from huracan.config import EX_CONFIG, ConfigError, ConfigSources, HuracanConfig, load_config
+from huracan.config import ConfigError, ConfigSources, HuracanConfig, load_config
+from huracan.exit_codes import EX_CONFIG, EX_OK, EX_SOFTWARE, EX_UNAVAILABLE, EX_USAGE
 from huracan.logs import configure_logging, register_secrets
-
-EX_USAGE = 64
-EX_UNAVAILABLE = 69
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -97,9 +95,7 @@ def _cmd_run(config: HuracanConfig, args: argparse.Namespace) -> int:
 
 
 async def _cmd_migrate(config: HuracanConfig, *, status_only: bool) -> int:
-    import asyncpg
-
-    from huracan.memory.database import ensure_database, resolve_dsn
+    from huracan.memory.database import DatabaseUnavailable, configured_connection
     from huracan.memory.migrate import (
         MigrationError,
         apply_migrations,
@@ -107,28 +103,22 @@ async def _cmd_migrate(config: HuracanConfig, *, status_only: bool) -> int:
         migration_status,
     )
 
-    db = config.database
-    try:
-        dsn = await asyncio.to_thread(resolve_dsn, db.dsn_value(), config.daemon.state_dir, db.name)
-        await ensure_database(dsn, password=db.password_value())
-        conn = await asyncpg.connect(dsn, password=db.password_value())
-    except (OSError, asyncpg.PostgresError, RuntimeError) as exc:
-        print(f"huracan migrate: database unavailable: {exc}", file=sys.stderr)
-        return EX_UNAVAILABLE
     directory = default_migrations_dir()
     try:
-        if not status_only:
-            applied = await apply_migrations(conn, directory)
-            for m in applied:
-                print(f"applied  {m.version:04d}_{m.name}")
-            if not applied:
-                print("nothing to apply: the database is current")
-        status = await migration_status(conn, directory)
+        async with configured_connection(config.database, config.daemon.state_dir) as conn:
+            if not status_only:
+                applied = await apply_migrations(conn, directory)
+                for m in applied:
+                    print(f"applied  {m.version:04d}_{m.name}")
+                if not applied:
+                    print("nothing to apply: the database is current")
+            status = await migration_status(conn, directory)
+    except DatabaseUnavailable as exc:
+        print(f"huracan migrate: database unavailable: {exc}", file=sys.stderr)
+        return EX_UNAVAILABLE
     except MigrationError as exc:
         print(f"huracan migrate: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        await conn.close()
+        return EX_SOFTWARE
     if status_only:
         for a in status.applied:
             print(f"applied  {a.version:04d}_{a.name}  {a.applied_at:%Y-%m-%d %H:%M:%S%z}")
@@ -136,7 +126,7 @@ async def _cmd_migrate(config: HuracanConfig, *, status_only: bool) -> int:
             print(f"pending  {m.version:04d}_{m.name}")
         for c in status.changed:
             print(f"CHANGED  {c}")
-    return 0 if status.is_current or status_only else 1
+    return EX_OK if status.is_current or status_only else EX_SOFTWARE
 
 
 async def _cmd_verify(sources: ConfigSources) -> int:

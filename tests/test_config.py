@@ -11,9 +11,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from huracan.config import EX_CONFIG, ConfigError, ConfigSources, HuracanConfig, load_config
-from huracan.config.loader import CREDENTIAL_KEYS, MASK
+from huracan.config import ConfigError, ConfigSources, HuracanConfig, load_config
+from huracan.config.loader import CREDENTIAL_KEYS
 from huracan.config.settings import CONFIG_DIR, REPO_ROOT
+from huracan.exit_codes import EX_CONFIG
+from huracan.logs import MASK
 
 BASE = CONFIG_DIR / "base.yaml"
 

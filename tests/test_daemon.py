@@ -19,9 +19,10 @@ import orjson
 import pytest
 
 from huracan.config import ConfigSources, load_config
-from huracan.daemon.app import EX_SOFTWARE, Daemon
+from huracan.daemon.app import Daemon
 from huracan.daemon.sdnotify import Notifier
 from huracan.daemon.service import FatalError, Service, ServiceContext
+from huracan.exit_codes import EX_SOFTWARE, EX_UNAVAILABLE
 from huracan.memory.cluster import PrivateCluster
 
 pytestmark = pytest.mark.db
@@ -181,7 +182,7 @@ async def test_unreachable_database_exits_unavailable(tmp_path: Path) -> None:
         }
     )
     daemon = Daemon(load_config(sources), sources, notifier=Notifier({}))
-    assert await daemon.run() == 69
+    assert await daemon.run() == EX_UNAVAILABLE
 
 
 async def run_briefly(daemon: Daemon) -> int:

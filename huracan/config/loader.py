@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,14 +25,16 @@ from huracan.config.settings import (
     ENV_PREFIX,
     ENVIRON,
     REPO_ROOT,
+    SECRET_PATHS,
     HuracanConfig,
 )
+from huracan.logs.redact import MASK, REDACTOR
 
-EX_CONFIG = 78
-MASK = "**********"
 # systemd LoadCredential= names them "<section>.<key>"; only secrets may come this way.
-CREDENTIAL_KEYS = ("exchange.api_key", "exchange.api_secret", "database.dsn", "database.password")
-SECRET_KEYS = frozenset(CREDENTIAL_KEYS)
+CREDENTIAL_KEYS = tuple(sorted(SECRET_PATHS))
+# A key whose name looks like a secret's has its value masked in problem lines even when it is
+# misspelt (exchange.api_secrett): the value of an unknown key is not needed to fix its name.
+_SECRETISH = re.compile(r"key|secret|pass|pwd|token|dsn|cred|auth", re.IGNORECASE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,16 +59,26 @@ class ConfigError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class ConfigSources:
-    """Where a configuration is read from; kept so that SIGHUP re-reads the same places."""
+    """Where a configuration is read from; kept so that SIGHUP re-reads the same places.
+
+    `overlay` is a file that must exist (--config PATH); `local` one that is used when it exists,
+    checked at every load, so that a config/local.yaml created later is picked up by a reload.
+    """
 
     base: Path = CONFIG_DIR / "base.yaml"
     overlay: Path | None = None
+    local: Path | None = None
     environ: Mapping[str, str] = field(default_factory=lambda: os.environ)
 
     @classmethod
     def default(cls, overlay: Path | None = None) -> ConfigSources:
-        local = CONFIG_DIR / "local.yaml"
-        return cls(overlay=overlay if overlay is not None else (local if local.exists() else None))
+        return cls(overlay=overlay, local=None if overlay is not None else CONFIG_DIR / "local.yaml")
+
+    def layers(self) -> list[Path]:
+        extra = self.overlay if self.overlay is not None else self.local
+        if extra is None or (extra is self.local and not extra.exists()):
+            return [self.base]
+        return [self.base, extra]
 
 
 def load_config(sources: ConfigSources) -> HuracanConfig:
@@ -73,13 +86,15 @@ def load_config(sources: ConfigSources) -> HuracanConfig:
     origins: dict[str, str] = {}
     problems: list[ConfigProblem] = []
     merged: dict[str, Any] = {}
-    layers = [sources.base] + ([sources.overlay] if sources.overlay is not None else [])
-    for path in layers:
+    for path in sources.layers():
         try:
             _merge(merged, _read_yaml(path), origins, str(path), ())
         except ConfigError as exc:
             problems.extend(exc.problems)
-    _merge(merged, _read_credentials(sources.environ), origins, "systemd credential", ())
+    try:
+        _merge(merged, _read_credentials(sources.environ), origins, "systemd credential", ())
+    except ConfigError as exc:
+        problems.extend(exc.problems)
     env_problems = _check_environment(sources.environ, origins)
     problems.extend(env_problems)
     # Leave the bad variables out so that the rest still gets validated and reported in one pass.
@@ -124,7 +139,26 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         return {}
     if not isinstance(data, dict):
         raise fail(f"the top level must be a mapping of sections, not {type(data).__name__}")
+    bad_keys = _non_string_keys(data, ())
+    if bad_keys:
+        raise ConfigError(
+            [
+                ConfigProblem(k, "?", "keys must be names, not numbers or other values", str(path))
+                for k in bad_keys
+            ]
+        )
     return data
+
+
+def _non_string_keys(mapping: Mapping[Any, Any], prefix: tuple[str, ...]) -> list[str]:
+    found = []
+    for key, value in mapping.items():
+        path = (*prefix, str(key))
+        if not isinstance(key, str):
+            found.append(".".join(path))
+        elif isinstance(value, Mapping):
+            found.extend(_non_string_keys(value, path))
+    return found
 
 
 def _read_credentials(environ: Mapping[str, str]) -> dict[str, Any]:
@@ -132,14 +166,24 @@ def _read_credentials(environ: Mapping[str, str]) -> dict[str, Any]:
     if not directory:
         return {}
     values: dict[str, Any] = {}
+    problems = []
     for name in CREDENTIAL_KEYS:
         path = Path(directory) / name
         # An empty file is "not set": units ship empty placeholders for replay and shadow mode,
         # and an empty API key must not satisfy live mode's "needs api_key".
-        value = path.read_text(encoding="utf-8").strip() if path.is_file() else ""
+        try:
+            value = path.read_text(encoding="utf-8").strip() if path.is_file() else ""
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = (
+                "not UTF-8 text" if isinstance(exc, UnicodeDecodeError) else f"cannot read: {exc.strerror}"
+            )
+            problems.append(ConfigProblem(name, MASK, reason, f"systemd credential {path}"))
+            continue
         if value:
             section, key = name.split(".")
             values.setdefault(section, {})[key] = value
+    if problems:
+        raise ConfigError(problems)
     return values
 
 
@@ -180,7 +224,7 @@ def _check_environment(environ: Mapping[str, str], origins: dict[str, str]) -> l
                 problems.append(
                     ConfigProblem(
                         rest,
-                        _display(rest, value),
+                        MASK,  # the name is wrong; its value (maybe a DSN) is not worth the risk
                         f"use {ENV_PREFIX}SECTION__KEY (two underscores)",
                         f"environment variable {name}",
                     )
@@ -251,13 +295,15 @@ def _origin_of(path: str, origins: Mapping[str, str]) -> str:
 
 
 def _display(path: str, value: Any) -> str:
-    if isinstance(value, SecretStr) or any(path == k or path.startswith(k + ".") for k in SECRET_KEYS):
+    if isinstance(value, SecretStr) or _SECRETISH.search(path):
         return MASK
     if isinstance(value, dict):
         # A whole section failed a cross-field check; its values may hold secrets, and the
         # reason names the keys involved.
         return "{...}"
     text = repr(value) if isinstance(value, str) else str(value)
+    # Registered secrets and DSN passwords, wherever they turn up.
+    text = REDACTOR.redact_text(text)
     return text if len(text) <= 120 else text[:117] + "..."
 
 
@@ -279,5 +325,4 @@ def _resolve_paths(config: HuracanConfig) -> HuracanConfig:
 
 
 def _absolute(path: Path, base: Path) -> Path:
-    path = path.expanduser()
     return path if path.is_absolute() else base / path

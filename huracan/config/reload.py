@@ -7,8 +7,8 @@ from typing import Any
 
 from pydantic import BaseModel, SecretStr
 
-from huracan.config.loader import MASK
 from huracan.config.settings import HuracanConfig
+from huracan.logs import MASK
 
 # Keys (or whole sections) that the running daemon cannot change under itself: they name the
 # resources opened at start-up (the database, the venue, the market data streams).
@@ -26,6 +26,10 @@ RESTART_KEYS = (
     "universe.timeframe",
     "universe.replay_data_dir",
     "agent.device",
+    # Resolved against daemon.state_dir, which itself needs a restart; read by the model loader.
+    "agent.model_dir",
+    # The renderer is chosen once; levels (logging.level, logging.levels) do change live.
+    "logging.format",
     "monitoring.metrics_host",
     "monitoring.metrics_port",
 )

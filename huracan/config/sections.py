@@ -12,12 +12,38 @@ from pathlib import Path
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 
 PositiveSeconds = Annotated[float, Field(gt=0)]
 Money = Annotated[Decimal, Field(gt=0, max_digits=20, decimal_places=8)]
 Bps = Annotated[float, Field(ge=0, le=10_000)]
 LogLevel = Literal["debug", "info", "warning", "error", "critical"]
+
+
+def _expand_user(path: Path) -> Path:
+    try:
+        return path.expanduser()
+    except RuntimeError as exc:  # ~nosuchuser
+        raise ValueError(f"cannot expand ~: {exc}") from exc
+
+
+def _empty_is_unset(value: object) -> object:
+    return None if value == "" else value
+
+
+# A path that may start with ~; relative ones are resolved by the loader (see _resolve_paths).
+LocalPath = Annotated[Path, AfterValidator(_expand_user)]
+# HURACAN_DATABASE__DSN= (set but empty) means "not set", as it does for a shell.
+Secret = Annotated[SecretStr | None, BeforeValidator(_empty_is_unset)]
 
 
 class Section(BaseModel):
@@ -29,8 +55,8 @@ class ExchangeSettings(Section):
     id: str = Field("binance", min_length=1, pattern=r"^[a-z0-9_]+$")
     sandbox: bool = False
     api_url: str | None = None
-    api_key: SecretStr | None = None
-    api_secret: SecretStr | None = None
+    api_key: Secret = None
+    api_secret: Secret = None
     request_timeout_s: PositiveSeconds = 10.0
     retry_attempts: int = Field(5, ge=1, le=20)
     retry_cap_s: PositiveSeconds = 30.0
@@ -59,7 +85,7 @@ class UniverseSettings(Section):
     )
     timeframe: Literal["1m", "5m", "15m", "1h", "4h", "1d"] = "5m"
     backfill_days: int = Field(30, ge=0, le=3650)
-    replay_data_dir: Path = Path("data/candles")
+    replay_data_dir: LocalPath = Path("data/candles")
     replay_speed: float = Field(0.0, ge=0)
 
     @field_validator("symbols")
@@ -71,8 +97,8 @@ class UniverseSettings(Section):
 
 
 class DatabaseSettings(Section):
-    dsn: SecretStr | None = None
-    password: SecretStr | None = None
+    dsn: Secret = None
+    password: Secret = None
     name: str = Field("huracan", pattern=r"^[a-z_][a-z0-9_]*$")
     pool_min_size: int = Field(1, ge=1, le=100)
     pool_max_size: int = Field(8, ge=1, le=100)
@@ -117,7 +143,7 @@ class RiskSettings(Section):
 
 
 class AgentSettings(Section):
-    model_dir: Path = Path("models")
+    model_dir: LocalPath = Path("models")
     device: Literal["cpu", "cuda"] = "cpu"
     greedy: bool = True
     min_confidence: float = Field(0.0, ge=0, le=1)
@@ -154,7 +180,7 @@ class MonitoringSettings(Section):
 
 
 class DaemonSettings(Section):
-    state_dir: Path = Path("var")
+    state_dir: LocalPath = Path("var")
     heartbeat_interval_s: PositiveSeconds = 10.0
     shutdown_timeout_s: PositiveSeconds = 20.0
     restart_backoff_initial_s: PositiveSeconds = 1.0

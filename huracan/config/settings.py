@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from contextvars import ContextVar
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 from pydantic_settings.sources.utils import parse_env_vars
 
@@ -36,7 +36,12 @@ ENVIRON: ContextVar[Mapping[str, str] | None] = ContextVar("huracan_config_envir
 class _ScopedEnvSource(EnvSettingsSource):
     def _load_env_vars(self) -> Mapping[str, str | None]:
         environ = ENVIRON.get()
-        return parse_env_vars(os.environ if environ is None else environ, self.case_sensitive)
+        return parse_env_vars(
+            os.environ if environ is None else environ,
+            self.case_sensitive,
+            self.env_ignore_empty,
+            self.env_parse_none_str,
+        )
 
 
 class HuracanConfig(BaseSettings):
@@ -49,6 +54,8 @@ class HuracanConfig(BaseSettings):
         case_sensitive=False,
         extra="forbid",
         frozen=True,
+        # HURACAN_RISK__DAILY_PROFIT_TARGET=null sets a nullable key to null, as `null` in YAML does.
+        env_parse_none_str="null",
     )
 
     exchange: ExchangeSettings = Field(default_factory=ExchangeSettings)
@@ -77,5 +84,23 @@ class HuracanConfig(BaseSettings):
 
     def secrets(self) -> list[SecretStr]:
         """Every secret value set in this configuration, for the log redactor."""
-        found = [self.exchange.api_key, self.exchange.api_secret, self.database.dsn, self.database.password]
+        found = (
+            getattr(getattr(self, section), key) for section, key in (p.split(".") for p in SECRET_PATHS)
+        )
         return [s for s in found if s is not None]
+
+
+def _secret_paths() -> frozenset[str]:
+    """`section.key` of every field typed as a secret: the one list of them."""
+    paths = set()
+    for section, field in HuracanConfig.model_fields.items():
+        model = field.annotation
+        assert isinstance(model, type)
+        assert issubclass(model, BaseModel)
+        for key, inner in model.model_fields.items():
+            if SecretStr in getattr(inner.annotation, "__args__", ()) or inner.annotation is SecretStr:
+                paths.add(f"{section}.{key}")
+    return frozenset(paths)
+
+
+SECRET_PATHS = _secret_paths()

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
+import logging
 import signal
 import time
 from collections.abc import Callable, Sequence
@@ -22,22 +24,26 @@ from huracan.daemon.sdnotify import Notifier
 from huracan.daemon.service import FatalError, Liveness, RunningConfig, Service
 from huracan.daemon.supervisor import Supervisor
 from huracan.daemon.watchdog import Watchdog
+from huracan.exit_codes import EX_OK, EX_SOFTWARE, EX_UNAVAILABLE
 from huracan.logs import flush_logs, get_logger, register_secrets, set_levels
 from huracan.memory.cluster import ClusterError, PrivateCluster
-from huracan.memory.database import create_pool, ensure_database, resolve_dsn
-from huracan.memory.migrate import apply_migrations, default_migrations_dir
+from huracan.memory.database import DatabaseUnavailable, open_pool, prepare_database
+from huracan.memory.migrate import MigrationError, apply_migrations, default_migrations_dir
 
 log = get_logger("huracan.daemon")
 
-EX_OK = 0
-EX_SOFTWARE = 70  # a service failed fatally
-EX_UNAVAILABLE = 69  # a dependency (the database) could not be reached at start-up
 
 ServiceFactory = Callable[[asyncpg.Pool, Notifier], Sequence[Service]]
 
 
 def default_services(pool: asyncpg.Pool, notifier: Notifier) -> list[Service]:
     return [Heartbeat(pool, notifier)]
+
+
+class Phase(enum.Enum):
+    STARTING = "starting"
+    RUNNING = "running"
+    STOPPING = "stopping"
 
 
 class Daemon:
@@ -55,25 +61,54 @@ class Daemon:
         self.service_factory = services
         self.liveness = Liveness()
         self.supervisor: Supervisor | None = None
-        self._stop_requested = False
+        self.phase = Phase.STARTING
+        self._reload_pending = False
         self._stop_deadline: float | None = None
 
     # --- signals -------------------------------------------------------------------------------
     def request_stop(self, reason: str) -> None:
-        if self._stop_requested:
+        if self.phase is Phase.STOPPING:
             log.info("stop already in progress", reason=reason)
             return
-        self._stop_requested = True
-        self._stop_deadline = time.monotonic() + self.config.current.daemon.shutdown_timeout_s
+        self._begin_stop(f"stopping: {reason}")
         log.info("stop requested", reason=reason)
-        self.notifier.stopping(f"stopping: {reason}")
         if self.supervisor is not None:
             self.supervisor.request_stop()
 
+    def _begin_stop(self, status: str) -> None:
+        self.phase = Phase.STOPPING
+        self._stop_deadline = time.monotonic() + self.config.current.daemon.shutdown_timeout_s
+        self.notifier.stopping(status)
+
+    def _on_fatal(self, error: BaseException) -> None:
+        if self.phase is not Phase.STOPPING:
+            self._begin_stop(f"stopping: fatal error: {error}")
+
     def reload(self) -> bool:
         """Re-read the configuration (SIGHUP). Applies what can change live; on any problem keeps
-        running on the old configuration. Returns whether the new configuration was taken."""
+        running on the old configuration. Returns whether the new configuration was taken.
+
+        While starting, the reload is deferred until start-up is done (READY=1 must not be sent
+        early); while stopping there is nothing left to reconfigure."""
+        if self.phase is Phase.STARTING:
+            self._reload_pending = True
+            log.info("reload deferred until start-up completes")
+            return False
+        if self.phase is Phase.STOPPING:
+            log.info("reload ignored: the daemon is stopping")
+            return False
         self.notifier.reloading()
+        try:
+            return self._reload()
+        except Exception:
+            # A bug in the reload path must not take the daemon down nor leave systemd in
+            # "reloading": the running configuration stays in force.
+            log.exception("config reload crashed; keeping the running configuration")
+            return False
+        finally:
+            self.notifier.ready(self._status())
+
+    def _reload(self) -> bool:
         try:
             loaded = load_config(self.sources)
         except ConfigError as exc:
@@ -81,23 +116,18 @@ class Daemon:
                 "config reload failed; keeping the running configuration",
                 problems=[str(p) for p in exc.problems],
             )
-            self.notifier.ready("running (reload failed, old configuration kept)")
             return False
+        # Rotated secrets wait for a restart to be used, but must be redacted from now on.
+        register_secrets(loaded.secrets())
         plan = plan_reload(self.config.current, loaded)
-        register_secrets(plan.effective.secrets())
         self.config.current = plan.effective
         set_levels(plan.effective.logging.level, plan.effective.logging.levels)
-        log.info(
+        log.log(
+            logging.WARNING if plan.pending_restart else logging.INFO,
             "config reloaded",
             changed=[{"key": c.path, "old": c.old, "new": c.new} for c in plan.applied],
             needs_restart=[{"key": c.path, "old": c.old, "new": c.new} for c in plan.pending_restart],
         )
-        if plan.pending_restart:
-            log.warning(
-                "some changes need a restart and were not applied",
-                keys=[c.path for c in plan.pending_restart],
-            )
-        self.notifier.ready(self._status())
         return True
 
     def _status(self) -> str:
@@ -122,10 +152,14 @@ class Daemon:
             async with contextlib.AsyncExitStack() as resources:
                 try:
                     pool = await self._open_database(resources)
-                except (OSError, asyncpg.PostgresError, RuntimeError) as exc:
+                except DatabaseUnavailable as exc:
                     log.critical("database unavailable at start-up", error=str(exc))
                     return EX_UNAVAILABLE
-                if self._stop_requested:
+                except MigrationError as exc:
+                    # A deployment problem (an applied migration was edited): restarts cannot fix it.
+                    log.critical("migrations refused", error=str(exc))
+                    return EX_SOFTWARE
+                if self.phase is Phase.STOPPING:
                     return EX_OK
                 return await self._serve(pool, started)
         finally:
@@ -145,16 +179,8 @@ class Daemon:
                 # reverse): under systemd nothing is then left for KillMode=mixed to SIGKILL.
                 # A cluster that was already running (make db-start) is left running.
                 resources.push_async_callback(asyncio.to_thread, self._stop_cluster, cluster)
-        # Starting a private cluster runs initdb/pg_ctl: seconds of blocking work off the loop.
-        dsn = await asyncio.to_thread(resolve_dsn, db.dsn_value(), state_dir, db.name)
-        await ensure_database(dsn, password=db.password_value())
-        pool = await create_pool(
-            dsn,
-            min_size=db.pool_min_size,
-            max_size=db.pool_max_size,
-            command_timeout=db.command_timeout_s,
-            password=db.password_value(),
-        )
+        dsn = await prepare_database(db, state_dir)
+        pool = await open_pool(db, dsn)
         resources.push_async_callback(self._close_pool, pool)
         if db.auto_migrate:
             self.notifier.status("starting: migrations")
@@ -168,7 +194,8 @@ class Daemon:
         services: list[Service] = list(self.service_factory(pool, self.notifier))
         if self.notifier.watchdog_interval_s is not None:
             services.append(Watchdog(self.notifier, self.notifier.watchdog_interval_s))
-        self.supervisor = Supervisor(services, self.config, self.liveness)
+        self.supervisor = Supervisor(services, self.config, self.liveness, on_fatal=self._on_fatal)
+        self.phase = Phase.RUNNING
         self.notifier.ready(self._status())
         log.info(
             "daemon started",
@@ -177,11 +204,12 @@ class Daemon:
             startup_s=round(time.monotonic() - started, 3),
             watchdog_s=self.notifier.watchdog_interval_s,
         )
+        if self._reload_pending:
+            self.reload()
         try:
             await self.supervisor.serve(shutdown_timeout_s=self._remaining_shutdown_s)
         except FatalError as exc:
-            log.critical("daemon stopping after a fatal error", error=str(exc))
-            self.notifier.stopping(f"stopping: fatal error: {exc}")
+            log.critical("daemon stopped after a fatal error", error=str(exc))
             return EX_SOFTWARE
         log.info("daemon stopped", uptime_s=round(time.monotonic() - started, 3))
         return EX_OK

@@ -26,19 +26,20 @@ class RunningConfig:
 
 @dataclass(slots=True)
 class Liveness:
-    """When each service last showed progress, on the monotonic clock."""
+    """Until when each service is accounted for, on the monotonic clock: the time of its last
+    beat, or later when it announced a deliberate wait (a sleep between heartbeats, a backoff)."""
 
-    last_beat: dict[str, float] = field(default_factory=dict)
+    quiet_until: dict[str, float] = field(default_factory=dict)
 
-    def beat(self, name: str) -> None:
-        self.last_beat[name] = time.monotonic()
+    def beat(self, name: str, quiet_for_s: float = 0.0) -> None:
+        self.quiet_until[name] = time.monotonic() + quiet_for_s
 
     def stale(self, max_silence_s: float, now: float | None = None) -> list[str]:
         now = time.monotonic() if now is None else now
-        return sorted(name for name, at in self.last_beat.items() if now - at > max_silence_s)
+        return sorted(name for name, until in self.quiet_until.items() if now - until > max_silence_s)
 
     def forget(self, name: str) -> None:
-        self.last_beat.pop(name, None)
+        self.quiet_until.pop(name, None)
 
 
 @dataclass(slots=True)
@@ -55,7 +56,7 @@ class ServiceContext:
 
     async def sleep(self, seconds: float) -> bool:
         """Wait up to `seconds`, waking early on a stop request; True if the service should stop."""
-        self.beat()
+        self.liveness.beat(self.name, quiet_for_s=seconds)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.stopping.wait(), timeout=seconds)
         self.beat()

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
 
 import asyncpg
 
+from huracan.config.sections import DatabaseSettings
 from huracan.logs import get_logger
-from huracan.memory.cluster import PrivateCluster
+from huracan.memory.cluster import ClusterError, PrivateCluster
 
 log = get_logger(__name__)
 
@@ -93,3 +97,53 @@ async def create_pool(
         # Lets `SELECT * FROM pg_stat_activity` in psql tell the daemon's sessions apart.
         server_settings={"application_name": APPLICATION_NAME},
     )
+
+
+class DatabaseUnavailable(RuntimeError):
+    """The configured database (or the private cluster) cannot be reached or started."""
+
+
+# What "cannot reach the database" looks like: socket and timeout errors (OSError), a server
+# that refuses (PostgresError), a broken connection (InterfaceError), a malformed DSN (ValueError),
+# a private cluster that will not start (ClusterError).
+_UNAVAILABLE = (OSError, ValueError, asyncpg.PostgresError, asyncpg.InterfaceError, ClusterError)
+
+
+async def prepare_database(settings: DatabaseSettings, state_dir: Path) -> str:
+    """The DSN to use, with its database created if needed; starts the private cluster when no
+    DSN is configured (off the event loop: initdb and pg_ctl block for seconds)."""
+    try:
+        dsn = await asyncio.to_thread(resolve_dsn, settings.dsn_value(), state_dir, settings.name)
+        await ensure_database(dsn, password=settings.password_value())
+    except _UNAVAILABLE as exc:
+        raise DatabaseUnavailable(str(exc)) from exc
+    return dsn
+
+
+async def open_pool(settings: DatabaseSettings, dsn: str) -> asyncpg.Pool:
+    try:
+        return await create_pool(
+            dsn,
+            min_size=settings.pool_min_size,
+            max_size=settings.pool_max_size,
+            command_timeout=settings.command_timeout_s,
+            password=settings.password_value(),
+        )
+    except _UNAVAILABLE as exc:
+        raise DatabaseUnavailable(str(exc)) from exc
+
+
+@asynccontextmanager
+async def configured_connection(
+    settings: DatabaseSettings, state_dir: Path
+) -> AsyncIterator[asyncpg.Connection]:
+    """One connection to the configured database, for commands (migrate, verify)."""
+    dsn = await prepare_database(settings, state_dir)
+    try:
+        conn = await asyncpg.connect(dsn, password=settings.password_value(), timeout=CONNECT_TIMEOUT_S)
+    except _UNAVAILABLE as exc:
+        raise DatabaseUnavailable(str(exc)) from exc
+    try:
+        yield conn
+    finally:
+        await conn.close()

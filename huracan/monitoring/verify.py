@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import importlib
 import os
 import sys
@@ -12,11 +11,9 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
-import asyncpg
-
 from huracan.config import ConfigError, ConfigSources, HuracanConfig, load_config
-from huracan.memory.database import ensure_database, resolve_dsn
-from huracan.memory.migrate import default_migrations_dir, migration_status
+from huracan.memory.database import DatabaseUnavailable, configured_connection
+from huracan.memory.migrate import MigrationError, default_migrations_dir, migration_status
 
 # Import name -> distribution name; torch is pinned exactly (see pyproject.toml).
 DEPENDENCIES = {
@@ -82,22 +79,19 @@ def check_model(model_dir: Path) -> Check:
 
 
 async def check_database(config: HuracanConfig) -> list[Check]:
-    db = config.database
+    where = (
+        "configured DSN"
+        if config.database.dsn is not None
+        else f"private cluster under {config.daemon.state_dir}"
+    )
     try:
-        dsn = await asyncio.to_thread(resolve_dsn, db.dsn_value(), config.daemon.state_dir, db.name)
-        await ensure_database(dsn, password=db.password_value())
-        conn = await asyncpg.connect(dsn, password=db.password_value(), timeout=10)
-    except (OSError, asyncpg.PostgresError, RuntimeError) as exc:
-        return [
-            Check("database", False, str(exc)),
-            Check("migrations", False, "database unreachable"),
-        ]
-    where = "configured DSN" if db.dsn is not None else f"private cluster under {config.daemon.state_dir}"
-    try:
-        version = await conn.fetchval("SHOW server_version")
-        status = await migration_status(conn, default_migrations_dir())
-    finally:
-        await conn.close()
+        async with configured_connection(config.database, config.daemon.state_dir) as conn:
+            version = await conn.fetchval("SHOW server_version")
+            status = await migration_status(conn, default_migrations_dir())
+    except DatabaseUnavailable as exc:
+        return [Check("database", False, str(exc)), Check("migrations", False, "database unreachable")]
+    except MigrationError as exc:
+        return [Check("database", True, where), Check("migrations", False, str(exc))]
     pending = ", ".join(f"{m.version:04d}_{m.name}" for m in status.pending)
     changed = ", ".join(str(c) for c in status.changed)
     detail = f"{len(status.applied)} applied"
