@@ -228,12 +228,14 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
 def test_cli_exits_78_with_one_line_per_problem(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("risk:\n  position_cap: 0\n  nope: 1\n")
-    result = run_cli("run", "--config", str(bad), env={"HURACAN_EXCHANGE__API_SECRET": "hush-hush-42"})
+    bad.write_text("risk:\n  position_cap: 0\n  nope: 1\nexchange:\n  api_secrett: hush-hush-42\n")
+    result = run_cli("run", "--config", str(bad))
     assert result.returncode == EX_CONFIG
     lines = result.stderr.strip().splitlines()
-    assert lines[0].startswith("config: risk.position_cap = 0")
-    assert lines[1].startswith("config: risk.nope = 1: unknown key")
-    assert "2 problem(s)" in lines[2]
+    assert lines[0].startswith(f"config: exchange.api_secrett = {MASK}: unknown key")
+    assert lines[1].startswith("config: risk.position_cap = 0")
+    assert lines[2].startswith("config: risk.nope = 1: unknown key")
+    assert "3 problem(s)" in lines[3]
     assert "hush-hush-42" not in result.stderr + result.stdout
 
 
@@ -259,3 +261,68 @@ def test_sections_are_immutable(tmp_path: Path) -> None:
     config = load(tmp_path)
     with pytest.raises(ValueError, match="frozen"):
         config.risk.position_cap = Decimal(1)  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("overlay", "env"),
+    [
+        ("exchange:\n  api_secrett: sk-live-leak-0001\n", {}),
+        ("exchange:\n  apikey: sk-live-leak-0001\n", {}),
+        (None, {"HURACAN_EXCHANGE__API_SECRETT": "sk-live-leak-0001"}),
+        (None, {"HURACAN_DATABASE_DSN": "postgresql://u:sk-live-leak-0001@db/x"}),
+        (None, {"HURACAN_EXCHANGE": '{"api_key": "sk-live-leak-0001"}'}),
+        ("universe:\n  replay_data_dir: [postgresql://u:sk-live-leak-0001@db/x]\n", {}),
+    ],
+)
+def test_misspelt_or_misplaced_secrets_are_never_printed(
+    tmp_path: Path, overlay: str | None, env: dict[str, str]
+) -> None:
+    joined = "\n".join(problems(tmp_path, overlay, env))
+    assert "sk-live-leak-0001" not in joined
+    assert MASK in joined
+
+
+def test_non_string_yaml_keys_are_problems_not_crashes(tmp_path: Path) -> None:
+    (line,) = problems(tmp_path, "1: x\n")
+    assert line.startswith("config: 1 = ?: keys must be names")
+    (line,) = problems(tmp_path, "risk:\n  2: x\n")
+    assert line.startswith("config: risk.2 = ?")
+
+
+def test_unreadable_credential_is_a_problem_with_its_value_masked(tmp_path: Path) -> None:
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    (creds / "exchange.api_secret").write_bytes(b"\xffsk-live-leak-0001")
+    (line,) = problems(tmp_path, env={"CREDENTIALS_DIRECTORY": str(creds)})
+    assert line == (
+        f"config: exchange.api_secret = {MASK}: not UTF-8 text "
+        f"(from systemd credential {creds / 'exchange.api_secret'})"
+    )
+
+
+def test_unknown_home_directory_is_a_problem(tmp_path: Path) -> None:
+    (line,) = problems(tmp_path, env={"HURACAN_DAEMON__STATE_DIR": "~no-such-user-huracan/var"})
+    assert line.startswith(
+        "config: daemon.state_dir = '~no-such-user-huracan/var': Value error, cannot expand ~"
+    )
+
+
+def test_empty_and_null_values_from_the_environment(tmp_path: Path) -> None:
+    config = load(
+        tmp_path,
+        env={"HURACAN_DATABASE__DSN": "", "HURACAN_RISK__DAILY_PROFIT_TARGET": "null"},
+    )
+    assert config.database.dsn is None
+    assert config.risk.daily_profit_target is None
+
+
+def test_local_yaml_is_looked_for_at_every_load(tmp_path: Path) -> None:
+    sources = ConfigSources(base=BASE, local=tmp_path / "local.yaml", environ={})
+    assert load_config(sources).risk.max_open_positions == 3
+    (tmp_path / "local.yaml").write_text("risk:\n  max_open_positions: 1\n")
+    assert load_config(sources).risk.max_open_positions == 1
+    # --config PATH replaces local.yaml rather than adding to it.
+    other = tmp_path / "other.yaml"
+    other.write_text("risk:\n  max_open_positions: 2\n")
+    explicit = ConfigSources.default(overlay=other)
+    assert explicit.layers() == [explicit.base, other]

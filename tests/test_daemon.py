@@ -19,14 +19,17 @@ import orjson
 import pytest
 
 from huracan.config import ConfigSources, load_config
-from huracan.daemon.app import Daemon
+from huracan.daemon.app import Daemon, Phase
 from huracan.daemon.sdnotify import Notifier
 from huracan.daemon.service import FatalError, Service, ServiceContext
 from huracan.exit_codes import EX_SOFTWARE, EX_UNAVAILABLE
+from huracan.logs import MASK
 from huracan.memory.cluster import PrivateCluster
 
 pytestmark = pytest.mark.db
 SECRET = "sk-e2e-do-not-log-7f3a9"
+KEY_BEFORE = "key-before-rotation-51b2"
+KEY_AFTER = "key-after-rotation-90ce"
 
 
 class DaemonProcess:
@@ -37,7 +40,11 @@ class DaemonProcess:
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.sock.bind(str(self.socket_path))
         self.messages: list[list[str]] = []
+        self.credentials = tmp_path / "credentials"
+        self.credentials.mkdir()
+        (self.credentials / "exchange.api_key").write_text(KEY_BEFORE)
         env = {
+            "CREDENTIALS_DIRECTORY": str(self.credentials),
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "NOTIFY_SOCKET": str(self.socket_path),
             "WATCHDOG_USEC": "1000000",
@@ -108,16 +115,21 @@ async def test_run_reload_and_stop(daemon: DaemonProcess, db_dsn: str) -> None:
     daemon.expect("WATCHDOG=1", timeout=5)
     assert not [e for e in daemon.events() if e["event"] == "heartbeat"]  # debug, filtered at info
 
-    # A good file: live keys applied, restart-only keys reported and not applied.
+    # A good file: live keys applied, restart-only keys reported and not applied; a rotated
+    # credential is reported masked.
     daemon.config_path.write_text(
         "daemon:\n  heartbeat_interval_s: 0.1\nlogging:\n  level: debug\ndatabase:\n  pool_max_size: 3\n"
     )
+    (daemon.credentials / "exchange.api_key").write_text(KEY_AFTER)
     daemon.proc.send_signal(signal.SIGHUP)
     daemon.expect("RELOADING=1")
     daemon.expect("READY=1")
     reloaded = daemon.wait_for_event("config reloaded")
     assert {c["key"] for c in reloaded["changed"]} == {"daemon.heartbeat_interval_s", "logging.level"}
-    assert [c["key"] for c in reloaded["needs_restart"]] == ["database.pool_max_size"]
+    assert reloaded["needs_restart"] == [
+        {"key": "database.pool_max_size", "old": "8", "new": "3"},
+        {"key": "exchange.api_key", "old": MASK, "new": MASK},
+    ]
     daemon.wait_for_event("heartbeat")  # a debug event: the new level is in force
 
     # A bad file: the daemon keeps running on the configuration it has.
@@ -138,7 +150,8 @@ async def test_run_reload_and_stop(daemon: DaemonProcess, db_dsn: str) -> None:
     for event in events:
         assert {"ts", "level", "event", "logger"} <= event.keys()
         assert event["ts"].endswith("Z")
-    assert SECRET not in daemon.output()
+    for secret in (SECRET, KEY_BEFORE, KEY_AFTER):
+        assert secret not in daemon.output()
 
     conn = await asyncpg.connect(db_dsn)
     try:
@@ -170,8 +183,13 @@ async def test_a_fatal_service_error_exits_non_zero(db_dsn: str, tmp_path: Path)
     sources = ConfigSources(
         environ={"HURACAN_DATABASE__DSN": db_dsn, "HURACAN_DAEMON__STATE_DIR": str(tmp_path)}
     )
-    daemon = Daemon(load_config(sources), sources, notifier=Notifier({}), services=services)
+    listener = Listener(tmp_path)
+    daemon = Daemon(load_config(sources), sources, notifier=listener.notifier, services=services)
     assert await daemon.run() == EX_SOFTWARE
+    assert listener.received()[-1] == [
+        "STOPPING=1",
+        "STATUS=stopping: fatal error: positions disagree with the venue",
+    ]
 
 
 async def test_unreachable_database_exits_unavailable(tmp_path: Path) -> None:
@@ -219,3 +237,51 @@ async def test_embedded_default_starts_migrates_and_stops_its_own_cluster(
         assert cluster.is_running()
     finally:
         cluster.stop()
+
+
+class Listener:
+    """A notify socket for in-process daemons."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        path = tmp_path / f"notify-{os.getpid()}-{time.monotonic_ns()}"
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.sock.setblocking(False)
+        self.notifier = Notifier({"NOTIFY_SOCKET": str(path)})
+
+    def received(self) -> list[list[str]]:
+        messages = []
+        while True:
+            try:
+                messages.append(self.sock.recv(4096).decode().split("\n"))
+            except BlockingIOError:
+                return messages
+
+
+def test_reload_waits_for_start_up_and_is_ignored_while_stopping(tmp_path: Path) -> None:
+    sources = ConfigSources(environ={"HURACAN_DAEMON__STATE_DIR": str(tmp_path)})
+    listener = Listener(tmp_path)
+    daemon = Daemon(load_config(sources), sources, notifier=listener.notifier)
+    assert daemon.reload() is False  # starting: deferred, and no READY=1 before start-up is done
+    assert listener.received() == []
+    daemon.request_stop("test")
+    assert daemon.reload() is False
+    assert [m[0] for m in listener.received()] == ["STOPPING=1"]
+
+
+def test_a_crashing_reload_keeps_the_config_and_still_answers_ready(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sources = ConfigSources(environ={"HURACAN_DAEMON__STATE_DIR": str(tmp_path)})
+    listener = Listener(tmp_path)
+    config = load_config(sources)
+    daemon = Daemon(config, sources, notifier=listener.notifier)
+    daemon.phase = Phase.RUNNING
+
+    def broken(_: ConfigSources) -> None:
+        raise RuntimeError("a bug in the loader")
+
+    monkeypatch.setattr("huracan.daemon.app.load_config", broken)
+    assert daemon.reload() is False
+    assert daemon.config.current is config
+    assert [m[0] for m in listener.received()] == ["RELOADING=1", "READY=1"]

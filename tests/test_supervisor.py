@@ -4,6 +4,7 @@ and the watchdog, which pings only while the loop and every service make progres
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
 import socket
 import time
@@ -201,18 +202,26 @@ async def test_watchdog_pings_while_services_make_progress(tmp_path: Path) -> No
     assert len(listener.pings) >= 5  # every 0.1 s
 
 
-async def test_watchdog_stops_pinging_while_the_loop_is_blocked(tmp_path: Path) -> None:
+async def test_watchdog_withholds_the_ping_when_the_loop_woke_up_late(tmp_path: Path) -> None:
+    """A blocked loop cannot ping at all; the watchdog must also not ping straight after the
+    block as if all were well: it judges the lag first and pings again one interval later."""
+    unblocked_at: list[float] = []
+
     class Blocker:
         name = "blocker"
 
         async def run(self, ctx: ServiceContext) -> None:
             await asyncio.sleep(0.3)
-            time.sleep(0.8)  # noqa: ASYNC251 -- a blocking call freezes the whole loop: the bug the watchdog exists for
+            time.sleep(0.8)  # noqa: ASYNC251 -- a blocking call freezes the whole loop
+            unblocked_at.append(time.monotonic())
+            ctx.beat()
             await ctx.stopping.wait()
 
     listener = await run_watchdog(tmp_path, Blocker(), seconds=1.6)
-    gaps = [b - a for a, b in zip(listener.pings, listener.pings[1:], strict=False)]
-    assert max(gaps) >= 0.75
+    (unblocked,) = unblocked_at
+    after = [t for t in listener.pings if t >= unblocked]
+    assert after, "pings resumed once the loop was healthy again"
+    assert after[0] - unblocked >= 0.08, "pinged right after the stall"
 
 
 async def test_watchdog_withholds_pings_when_a_service_stops_making_progress(tmp_path: Path) -> None:
@@ -231,3 +240,91 @@ async def test_watchdog_withholds_pings_when_a_service_stops_making_progress(tmp
     assert listener.pings, "pinged while the service was healthy"
     silent_for = time.monotonic() - listener.pings[-1]
     assert silent_for > 0.8, "kept pinging after the service went quiet"
+
+
+async def test_backoff_is_applied_between_restarts() -> None:
+    starts: list[float] = []
+
+    class Crasher:
+        name = "crasher"
+
+        async def run(self, ctx: ServiceContext) -> None:
+            starts.append(time.monotonic())
+            raise ValueError("boom")
+
+    settings = {**FAST, "restart_backoff_initial_s": 0.1, "restart_backoff_max_s": 0.2, "max_restarts": 3}
+    supervisor = Supervisor([Crasher()], config(**settings), Liveness())
+    with pytest.raises(FatalError):
+        await asyncio.wait_for(supervisor.serve(), timeout=5)
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
+    assert len(gaps) == 3
+    assert gaps[0] >= 0.05  # half the first step at least (jitter)
+    assert gaps[2] >= 0.1  # the step doubled, then hit the 0.2 ceiling
+
+
+async def test_a_cancellation_from_inside_a_service_is_a_crash_not_the_end() -> None:
+    class Victim:
+        """Awaits a request that another component cancels (a venue client closing, say)."""
+
+        name = "victim"
+        starts = 0
+
+        async def run(self, ctx: ServiceContext) -> None:
+            self.starts += 1
+            if self.starts == 1:
+                request: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+                asyncio.get_running_loop().call_later(0.01, request.cancel)
+                await request
+            await ctx.stopping.wait()
+
+    victim = Victim()
+    supervisor = Supervisor([victim], config(**FAST), Liveness())
+    await asyncio.gather(supervisor.serve(), stop_when(supervisor, lambda: victim.starts == 2))
+    assert victim.starts == 2
+
+
+async def test_on_fatal_is_told_before_the_other_services_drain() -> None:
+    events: list[str] = []
+
+    class Doomed:
+        name = "doomed"
+
+        async def run(self, ctx: ServiceContext) -> None:
+            await asyncio.sleep(0.05)
+            raise FatalError("venue says our orders are not ours")
+
+    class SlowDrain:
+        name = "slow-drain"
+
+        async def run(self, ctx: ServiceContext) -> None:
+            await ctx.stopping.wait()
+            await asyncio.sleep(0.2)
+            events.append("drained")
+
+    supervisor = Supervisor(
+        [Doomed(), SlowDrain()],
+        config(**FAST),
+        Liveness(),
+        on_fatal=lambda exc: events.append(f"fatal: {exc}"),
+    )
+    with pytest.raises(FatalError):
+        await asyncio.wait_for(supervisor.serve(), timeout=5)
+    assert events == ["fatal: venue says our orders are not ours", "drained"]
+
+
+def test_a_deliberate_wait_is_not_silence() -> None:
+    liveness = Liveness()
+    liveness.beat("heartbeat", quiet_for_s=60)
+    liveness.beat("ingest")
+    now = time.monotonic()
+    assert liveness.stale(30, now=now + 45) == ["ingest"]
+    assert liveness.stale(30, now=now + 95) == ["heartbeat", "ingest"]
+
+
+async def test_a_service_sleeping_between_beats_is_not_stale() -> None:
+    liveness = Liveness()
+    ctx = ServiceContext("heartbeat", config(), asyncio.Event(), liveness)
+    nap = asyncio.create_task(ctx.sleep(0.5))
+    await asyncio.sleep(0.4)
+    assert liveness.stale(0.3) == []
+    assert await nap is False
