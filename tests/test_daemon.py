@@ -285,3 +285,30 @@ def test_a_crashing_reload_keeps_the_config_and_still_answers_ready(
     assert daemon.reload() is False
     assert daemon.config.current is config
     assert [m[0] for m in listener.received()] == ["RELOADING=1", "READY=1"]
+
+
+async def test_a_leaked_connection_cannot_hold_up_the_stop(db_dsn: str, tmp_path: Path) -> None:
+    class Leaky:
+        """Takes a connection and never gives it back: pool.close() alone would wait forever."""
+
+        name = "leaky"
+
+        def __init__(self, pool: asyncpg.Pool) -> None:
+            self.pool = pool
+
+        async def run(self, ctx: ServiceContext) -> None:
+            self.conn = await self.pool.acquire()
+            await ctx.stopping.wait()
+
+    sources = ConfigSources(
+        environ={
+            "HURACAN_DATABASE__DSN": db_dsn,
+            "HURACAN_DAEMON__STATE_DIR": str(tmp_path),
+            "HURACAN_DAEMON__SHUTDOWN_TIMEOUT_S": "0.5",
+        }
+    )
+    daemon = Daemon(
+        load_config(sources), sources, notifier=Notifier({}), services=lambda pool, _: [Leaky(pool)]
+    )
+    # The budget is 0.5 s; the pool gets at least 1 s of its own before its connections are cut.
+    assert await asyncio.wait_for(run_briefly(daemon), timeout=10) == 0

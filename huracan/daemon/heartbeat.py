@@ -36,12 +36,12 @@ class Heartbeat:
 
     async def run(self, ctx: ServiceContext) -> None:
         while True:
-            await self.beat(ctx.config.current.exchange.mode)
+            await self.beat(ctx.config.current.exchange.mode, announce=not ctx.stopping.is_set())
             ctx.beat()
             if await ctx.sleep(ctx.config.current.daemon.heartbeat_interval_s):
                 return
 
-    async def beat(self, mode: str) -> None:
+    async def beat(self, mode: str, *, announce: bool = True) -> None:
         self.beats += 1
         uptime_s = round(time.monotonic() - self.started, 3)
         value = {
@@ -52,5 +52,6 @@ class Heartbeat:
             "mode": mode,
         }
         await self.pool.execute(UPSERT_STATE, "heartbeat", orjson.dumps(value).decode())
-        self.notifier.status(f"running: mode={mode}, up {uptime_s:.0f} s, heartbeat {self.beats}")
+        if announce:  # once STOPPING=1 is out, a "running" status line would contradict it
+            self.notifier.status(f"running: mode={mode}, up {uptime_s:.0f} s, heartbeat {self.beats}")
         log.debug("heartbeat", beats=self.beats, uptime_s=uptime_s)
