@@ -114,6 +114,7 @@ async def test_run_reload_and_stop(daemon: DaemonProcess, db_dsn: str) -> None:
     assert ready[1].startswith("STATUS=running")
     daemon.expect("WATCHDOG=1", timeout=5)
     assert not [e for e in daemon.events() if e["event"] == "heartbeat"]  # debug, filtered at info
+    assert daemon.wait_for_event("daemon started")["event_loop"] == "uvloop"
 
     # A good file: live keys applied, restart-only keys reported and not applied; a rotated
     # credential is reported masked.

@@ -203,6 +203,7 @@ class Daemon:
             services=[s.name for s in services],
             startup_s=round(time.monotonic() - started, 3),
             watchdog_s=self.notifier.watchdog_interval_s,
+            event_loop=type(asyncio.get_running_loop()).__module__,
         )
         if self._reload_pending:
             self.reload()
