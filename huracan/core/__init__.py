@@ -1,0 +1,1 @@
+"""Domain types shared by every package: candles, timeframes. Frozen, slotted, no I/O."""
