@@ -1,0 +1,1 @@
+"""The exchange side: ccxt adapter, replay venue, and pointing ccxt at the loopback emulator."""

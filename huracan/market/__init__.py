@@ -1,0 +1,1 @@
+"""Market data: candle files, validation of every bar, ingestion and persistence."""
