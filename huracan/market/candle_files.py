@@ -7,6 +7,7 @@ the line and what is wrong with it.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import math
@@ -60,33 +61,40 @@ def read_candle_file(path: Path) -> CandleSeries:
         data = path.read_bytes()
     except OSError as exc:
         raise CandleFileError(path, None, f"cannot read: {exc.strerror or exc}") from None
+    # A byte order mark (spreadsheets write one) is allowed; stripped here so that error offsets
+    # count from the start of the file.
+    bom = len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0
     try:
-        text = data.decode("utf-8-sig")  # a byte order mark (spreadsheet exports) is allowed
+        text = data[bom:].decode("utf-8")
     except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        raise CandleFileError(path, line, f"not UTF-8 text (byte {exc.start} of the file)") from None
+        offset = bom + exc.start
+        line = data.count(b"\n", 0, offset) + 1
+        raise CandleFileError(path, line, f"not UTF-8 text (byte {offset} of the file)") from None
     rows = csv.reader(io.StringIO(text, newline=""))
-    header = next(rows, None)
-    if header != HEADER:
-        raise CandleFileError(path, 1, f"header must be {','.join(HEADER)}, found {header}")
-    for row in rows:
-        line = rows.line_num  # the physical line the row ends on
-        if len(row) != len(HEADER):
-            raise CandleFileError(path, line, f"expected {len(HEADER)} fields, found {len(row)}")
-        try:
-            open_time = int(row[0])
-            values = [float(v) for v in row[1:]]
-        except ValueError as exc:
-            raise CandleFileError(path, line, f"not a number: {exc}") from None
-        if not all(math.isfinite(v) for v in values):
-            raise CandleFileError(path, line, "values must be finite")
-        if open_time % step:
-            raise CandleFileError(path, line, f"timestamp {open_time} is not aligned to {name.timeframe}")
-        if times and open_time <= times[-1]:
-            raise CandleFileError(path, line, f"timestamp {open_time} does not follow {times[-1]}")
-        times.append(open_time)
-        for column, value in zip(columns, values, strict=True):
-            column.append(value)
+    try:
+        header = next(rows, None)
+        if header != HEADER:
+            raise CandleFileError(path, 1, f"header must be {','.join(HEADER)}, found {header}")
+        for row in rows:
+            line = rows.line_num  # the physical line the row ends on
+            if len(row) != len(HEADER):
+                raise CandleFileError(path, line, f"expected {len(HEADER)} fields, found {len(row)}")
+            try:
+                open_time = int(row[0])
+                values = [float(v) for v in row[1:]]
+            except ValueError as exc:
+                raise CandleFileError(path, line, f"not a number: {exc}") from None
+            if not all(math.isfinite(v) for v in values):
+                raise CandleFileError(path, line, "values must be finite")
+            if open_time % step:
+                raise CandleFileError(path, line, f"timestamp {open_time} is not aligned to {name.timeframe}")
+            if times and open_time <= times[-1]:
+                raise CandleFileError(path, line, f"timestamp {open_time} does not follow {times[-1]}")
+            times.append(open_time)
+            for column, value in zip(columns, values, strict=True):
+                column.append(value)
+    except csv.Error as exc:  # e.g. a field over the csv module's size limit
+        raise CandleFileError(path, rows.line_num, f"not CSV: {exc}") from None
     return CandleSeries(
         name.exchange,
         name.symbol,

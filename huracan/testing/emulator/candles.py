@@ -16,17 +16,13 @@ from typing import Any
 import numpy as np
 
 from huracan.core.candle import CandleSeries
+from huracan.core.numbers import decimal_of
 from huracan.core.timeframe import timeframe_ms
 from huracan.market.candle_files import find_candle_files, read_candle_file
 
 # Binance's kline intervals that divide a day evenly (so epoch-aligned buckets are Binance's).
 BINANCE_INTERVALS = ("1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "8h", "12h", "1d")
 _FILE_TIMEFRAMES = (*BINANCE_INTERVALS, "1w")
-
-
-def decimal_of(value: float) -> Decimal:
-    """The exact decimal that a float read from a CSV stands for (its shortest repr)."""
-    return Decimal(repr(float(value)))
 
 
 def decimal_text(value: float | Decimal) -> str:

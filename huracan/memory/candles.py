@@ -1,0 +1,194 @@
+"""The `candles` table: bulk writes that never overwrite what is stored, and reads for replay,
+features and gap repair.
+
+Bars are validated before they get here (`huracan.market.validation`); the table's CHECK
+constraints are the backstop, and a batch that breaks one is rolled back whole.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import numpy as np
+import numpy.typing as npt
+
+from huracan.core.candle import Candle, CandleSeries
+from huracan.core.numbers import decimal_of
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_VALUES = ("open", "high", "low", "close", "volume")
+_COLUMNS = ["exchange", "symbol", "timeframe", "open_time", *_VALUES]
+
+# Static SQL (no formatting at run time). Open times go out as epoch milliseconds: extract()
+# gives exact numeric.
+_CREATE_INCOMING = """
+    CREATE TEMPORARY TABLE candles_incoming (LIKE candles INCLUDING DEFAULTS) ON COMMIT DROP
+"""
+_INSERT_NEW = """
+    INSERT INTO candles (exchange, symbol, timeframe, open_time, open, high, low, close, volume)
+    SELECT exchange, symbol, timeframe, open_time, open, high, low, close, volume
+    FROM candles_incoming
+    ON CONFLICT (exchange, symbol, timeframe, open_time) DO NOTHING
+"""
+_SELECT_CONFLICTS = """
+    SELECT i.exchange, i.symbol, i.timeframe,
+           (extract(epoch FROM i.open_time) * 1000)::bigint AS open_time_ms,
+           i.open::float8 AS open, i.high::float8 AS high, i.low::float8 AS low,
+           i.close::float8 AS close, i.volume::float8 AS volume,
+           c.open::float8 AS stored_open, c.high::float8 AS stored_high, c.low::float8 AS stored_low,
+           c.close::float8 AS stored_close, c.volume::float8 AS stored_volume
+    FROM candles_incoming i
+    JOIN candles c USING (exchange, symbol, timeframe, open_time)
+    WHERE (i.open, i.high, i.low, i.close, i.volume) IS DISTINCT FROM (c.open, c.high, c.low, c.close, c.volume)
+    ORDER BY i.exchange, i.symbol, i.timeframe, i.open_time
+"""
+_SELECT_LATEST = """
+    SELECT (extract(epoch FROM open_time) * 1000)::bigint
+    FROM candles WHERE exchange = $1 AND symbol = $2 AND timeframe = $3
+    ORDER BY open_time DESC LIMIT 1
+"""
+_SELECT_SERIES = """
+    SELECT (extract(epoch FROM open_time) * 1000)::bigint,
+           open::float8, high::float8, low::float8, close::float8, volume::float8
+    FROM candles WHERE exchange = $1 AND symbol = $2 AND timeframe = $3
+                   AND open_time >= $4 AND open_time < $5
+    ORDER BY open_time
+"""
+_SELECT_OPEN_TIMES = """
+    SELECT (extract(epoch FROM open_time) * 1000)::bigint
+    FROM candles WHERE exchange = $1 AND symbol = $2 AND timeframe = $3
+                   AND open_time >= $4 AND open_time < $5
+    ORDER BY open_time
+"""
+
+
+def ms_to_datetime(time_ms: int) -> datetime:
+    # timedelta arithmetic is exact; datetime.fromtimestamp(ms / 1000) goes through a float.
+    return EPOCH + timedelta(milliseconds=time_ms)
+
+
+_FIRST_MS = (datetime(1, 1, 1, tzinfo=UTC) - EPOCH) // timedelta(milliseconds=1)
+_LAST_MS = (datetime(9999, 12, 31, tzinfo=UTC) - EPOCH) // timedelta(milliseconds=1)
+
+
+def _window_bound(time_ms: int) -> datetime:
+    """A query bound: times beyond what datetime holds (e.g. 2**62 for "no end") are clamped."""
+    return ms_to_datetime(min(max(time_ms, _FIRST_MS), _LAST_MS))
+
+
+@dataclass(frozen=True, slots=True)
+class CandleConflict:
+    """A bar that came in with the key of a stored bar but other values; the stored one stays."""
+
+    incoming: Candle
+    stored: Candle
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    inserted: int  # new bars, now stored
+    identical: int  # already stored with the same values (overlapping fetches): nothing to do
+    conflicting: tuple[CandleConflict, ...]  # already stored with other values: kept as stored
+
+    @property
+    def total(self) -> int:
+        return self.inserted + self.identical + len(self.conflicting)
+
+
+def _candle(row: Any, prefix: str = "") -> Candle:
+    return Candle(
+        row["exchange"],
+        row["symbol"],
+        row["timeframe"],
+        int(row["open_time_ms"]),
+        *(float(row[prefix + name]) for name in _VALUES),
+    )
+
+
+class CandleStore:
+    """Candles over an asyncpg pool. Times are epoch milliseconds (bar open), as in `Candle`."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    async def write(self, candles: Sequence[Candle]) -> WriteResult:
+        """Store new bars in one transaction: COPY into a temporary table, then one INSERT ...
+        ON CONFLICT DO NOTHING. A bar whose key is stored already is counted as identical or
+        returned as conflicting; stored values are never changed. Several bars with one key in
+        the batch: one is inserted, the others count as identical or conflicting against it."""
+        if not candles:
+            return WriteResult(0, 0, ())
+        records = [
+            (
+                c.exchange,
+                c.symbol,
+                c.timeframe,
+                ms_to_datetime(c.open_time_ms),
+                decimal_of(c.open),
+                decimal_of(c.high),
+                decimal_of(c.low),
+                decimal_of(c.close),
+                decimal_of(c.volume),
+            )
+            for c in candles
+        ]
+        async with self.pool.acquire() as conn, conn.transaction():
+            # LIKE copies the columns and NOT NULLs, not the CHECKs: those are met on the INSERT.
+            await conn.execute(_CREATE_INCOMING)
+            await conn.copy_records_to_table("candles_incoming", records=records, columns=_COLUMNS)
+            status = await conn.execute(_INSERT_NEW)
+            inserted = int(status.rsplit(" ", 1)[1])  # "INSERT 0 <rows>"
+            # After the insert every incoming key is stored; those stored with other values conflict.
+            rows = await conn.fetch(_SELECT_CONFLICTS)
+        conflicting = tuple(CandleConflict(_candle(r), _candle(r, "stored_")) for r in rows)
+        return WriteResult(inserted, len(candles) - inserted - len(conflicting), conflicting)
+
+    async def latest_open_time(self, exchange: str, symbol: str, timeframe: str) -> int | None:
+        """Open time of the newest stored bar of the stream, None when it has none."""
+        async with self.pool.acquire() as conn:
+            value = await conn.fetchval(_SELECT_LATEST, exchange, symbol, timeframe)
+        return None if value is None else int(value)
+
+    async def read_series(
+        self, exchange: str, symbol: str, timeframe: str, start_ms: int, end_ms: int
+    ) -> CandleSeries:
+        """Stored bars whose open time is in [start_ms, end_ms), oldest first, as float columns
+        (numeric -> float8 gives back the float each value was written from)."""
+        async with self.pool.acquire() as conn:
+            rows = await conn.fetch(
+                _SELECT_SERIES,
+                exchange,
+                symbol,
+                timeframe,
+                _window_bound(start_ms),
+                _window_bound(end_ms),
+            )
+        values = np.array([(r[1], r[2], r[3], r[4], r[5]) for r in rows], dtype=np.float64).reshape(
+            len(rows), 5
+        )
+        return CandleSeries(
+            exchange,
+            symbol,
+            timeframe,
+            np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows)),
+            *(np.ascontiguousarray(values[:, i]) for i in range(5)),
+        )
+
+    async def open_times(
+        self, exchange: str, symbol: str, timeframe: str, start_ms: int, end_ms: int
+    ) -> npt.NDArray[np.int64]:
+        """Open times of the stored bars in [start_ms, end_ms), ascending (for `find_gaps`)."""
+        async with self.pool.acquire() as conn:
+            rows = await conn.fetch(
+                _SELECT_OPEN_TIMES,
+                exchange,
+                symbol,
+                timeframe,
+                _window_bound(start_ms),
+                _window_bound(end_ms),
+            )
+        return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
