@@ -1,0 +1,226 @@
+"""Candle ingestion: backfill, then every newly closed bar, validated, stored, published.
+
+One service per timeframe covers every symbol of the universe, so that each bar time is
+published once, for all symbols together (the agent decides on one batch per bar time).
+
+    start-up:  for each symbol, fetch from the last stored bar (or backfill_days back) to now,
+               then repair the gaps found in the stored window
+    each bar:  wait for the bar's close (+ a small delay for the venue to settle), fetch what is
+               new for every symbol at once, validate, store, publish CandleClosed
+
+A rejected bar is counted, logged with its reason and never stored; it never stops the task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from huracan.core.bus import Topic
+from huracan.core.candle import Candle
+from huracan.core.clock import Clock
+from huracan.core.events import CandleClosed
+from huracan.core.timeframe import bar_open, timeframe_ms
+from huracan.daemon.service import ServiceContext
+from huracan.logs import get_logger
+from huracan.market.validation import find_gaps, validate_batch
+from huracan.memory.candles import CandleStore
+
+log = get_logger("huracan.market.ingest")
+
+DAY_MS = 86_400_000
+
+
+class CandleSource(Protocol):
+    """What ingestion needs of a venue: the exchange adapter and the replay venue both fit."""
+
+    exchange_id: str
+
+    async def fetch_ohlcv(
+        self, symbol: str, timeframe: str, since_ms: int, until_ms: int
+    ) -> list[Candle]: ...
+
+
+@dataclass(slots=True)
+class IngestStats:
+    stored: int = 0
+    duplicates: int = 0
+    conflicts: int = 0
+    rejected: Counter[str] = field(default_factory=Counter)
+    published: int = 0
+    gaps_repaired: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class IngestPlan:
+    symbols: tuple[str, ...]
+    timeframe: str
+    backfill_days: int
+    # Venues publish a bar a moment after its close; asking at once often returns the old one.
+    close_delay_ms: int = 2_000
+    # How long to keep asking for a symbol's bar before publishing the bar time without it.
+    straggler_wait_ms: int = 20_000
+
+
+class CandleIngest:
+    name = "ingest"
+
+    def __init__(self, plan: IngestPlan, source: CandleSource, store: CandleStore, clock: Clock) -> None:
+        self.plan = plan
+        self.source = source
+        self.store = store
+        self.clock = clock
+        self.step_ms = timeframe_ms(plan.timeframe)
+        self.topic: Topic[CandleClosed] = Topic("candle-closed")
+        self.stats = IngestStats()
+        self.last: dict[str, Candle | None] = {}
+        self._unfillable: set[tuple[str, int, int]] = set()
+
+    async def run(self, ctx: ServiceContext) -> None:
+        await self.backfill()
+        ctx.beat()
+        while not ctx.stopping.is_set():
+            next_close = bar_open(self.clock.now_ms(), self.plan.timeframe) + self.step_ms
+            await self._sleep_until(ctx, next_close + self.plan.close_delay_ms)
+            if ctx.stopping.is_set():
+                return
+            await self.ingest_closed_bars()
+            ctx.beat()
+
+    async def _sleep_until(self, ctx: ServiceContext, time_ms: int) -> None:
+        sleeper = asyncio.ensure_future(self.clock.sleep_until(time_ms))
+        stop = asyncio.ensure_future(ctx.stopping.wait())
+        ctx.liveness.beat(ctx.name, quiet_for_s=max(0.0, (time_ms - self.clock.now_ms()) / 1000))
+        try:
+            await asyncio.wait({sleeper, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            sleeper.cancel()
+            stop.cancel()
+
+    # --- start-up -------------------------------------------------------------------------------
+    async def backfill(self) -> None:
+        now = self.clock.now_ms()
+        window_start = bar_open(now - self.plan.backfill_days * DAY_MS, self.plan.timeframe)
+        for symbol in self.plan.symbols:
+            latest = await self.store.latest_open_time(self.source.exchange_id, symbol, self.plan.timeframe)
+            since = window_start if latest is None else max(window_start, latest + self.step_ms)
+            self.last[symbol] = None
+            fetched = await self.source.fetch_ohlcv(symbol, self.plan.timeframe, since, now)
+            await self._accept(symbol, fetched, now)
+            await self.repair_gaps(symbol, window_start, bar_open(now, self.plan.timeframe))
+        log.info(
+            "backfill done",
+            symbols=list(self.plan.symbols),
+            timeframe=self.plan.timeframe,
+            stored=self.stats.stored,
+            rejected=dict(self.stats.rejected),
+        )
+
+    async def repair_gaps(self, symbol: str, start_ms: int, end_ms: int) -> None:
+        """Refetch the bars missing from the stored window. A gap the venue cannot fill (an outage
+        or maintenance) is remembered and not asked for again."""
+        exchange, timeframe = self.source.exchange_id, self.plan.timeframe
+        times = await self.store.open_times(exchange, symbol, timeframe, start_ms, end_ms)
+        if len(times) == 0:
+            return
+        for first, last in find_gaps(times, timeframe, int(times[0]), end_ms):
+            if (symbol, first, last) in self._unfillable:
+                continue
+            fetched = await self.source.fetch_ohlcv(symbol, timeframe, first, last + self.step_ms)
+            # Repairs fill in behind the newest bar: validated without the stream-order rule.
+            _, stored = await self._store_validated(symbol, fetched, self.clock.now_ms(), None)
+            if stored:
+                self.stats.gaps_repaired += 1
+                log.info("gap repaired", symbol=symbol, first_ms=first, last_ms=last, bars=stored)
+            else:
+                self._unfillable.add((symbol, first, last))
+                log.warning("gap the venue cannot fill", symbol=symbol, first_ms=first, last_ms=last)
+
+    # --- every bar ------------------------------------------------------------------------------
+    async def ingest_closed_bars(self) -> list[CandleClosed]:
+        """Fetch, validate and store what closed since the last bar of each symbol; publish one
+        CandleClosed per new bar time, oldest first."""
+        now = self.clock.now_ms()
+        newest = bar_open(now, self.plan.timeframe) - self.step_ms  # the last bar that has closed
+        new: dict[str, list[Candle]] = {}
+        waited = 0
+        pending = list(self.plan.symbols)
+        while pending:
+            results = await asyncio.gather(*(self._fetch_new(s, now) for s in pending))
+            for symbol, bars in zip(pending, results, strict=True):
+                new.setdefault(symbol, []).extend(bars)
+            pending = [s for s in pending if not new[s] or new[s][-1].open_time_ms < newest]
+            if not pending or waited >= self.plan.straggler_wait_ms:
+                break
+            waited += 1_000
+            await self.clock.sleep_until(self.clock.now_ms() + 1_000)
+            now = self.clock.now_ms()
+        return await self._publish(new)
+
+    async def _fetch_new(self, symbol: str, now: int) -> list[Candle]:
+        last = self.last.get(symbol)
+        since = (
+            last.open_time_ms + self.step_ms
+            if last is not None
+            else bar_open(now, self.plan.timeframe) - self.step_ms
+        )
+        fetched = await self.source.fetch_ohlcv(symbol, self.plan.timeframe, since, now)
+        return await self._accept(symbol, fetched, now)
+
+    async def _publish(self, new: dict[str, list[Candle]]) -> list[CandleClosed]:
+        by_time: dict[int, dict[str, Candle]] = {}
+        for symbol, bars in new.items():
+            for bar in bars:
+                by_time.setdefault(bar.open_time_ms, {})[symbol] = bar
+        events = []
+        for open_time in sorted(by_time):
+            candles = by_time[open_time]
+            missing = tuple(s for s in self.plan.symbols if s not in candles)
+            if missing:
+                log.warning(
+                    "bar published without some symbols", open_time_ms=open_time, missing=list(missing)
+                )
+            event = CandleClosed(self.plan.timeframe, open_time, candles, missing)
+            await self.topic.publish(event)
+            self.stats.published += 1
+            events.append(event)
+        return events
+
+    # --- validation and storage ----------------------------------------------------------------
+    async def _accept(self, symbol: str, fetched: Sequence[Candle], now: int) -> list[Candle]:
+        accepted, _ = await self._store_validated(symbol, fetched, now, self.last.get(symbol))
+        if accepted:
+            self.last[symbol] = accepted[-1]
+        return accepted
+
+    async def _store_validated(
+        self, symbol: str, fetched: Sequence[Candle], now: int, last_accepted: Candle | None
+    ) -> tuple[list[Candle], int]:
+        """Validate, store what passes; the accepted bars and how many of them were new."""
+        verdict = validate_batch(fetched, now_ms=now, last_accepted=last_accepted)
+        self.stats.duplicates += verdict.duplicates
+        for candle, reason in verdict.rejected:
+            self.stats.rejected[reason] += 1
+            log.warning(
+                "bar rejected",
+                symbol=symbol,
+                open_time_ms=candle.open_time_ms,
+                reason=str(reason),
+                bar=[candle.open, candle.high, candle.low, candle.close, candle.volume],
+            )
+        if not verdict.accepted:
+            return [], 0
+        result = await self.store.write(verdict.accepted)
+        self.stats.stored += result.inserted
+        self.stats.duplicates += result.identical
+        if result.conflicting:
+            self.stats.conflicts += len(result.conflicting)
+            log.warning(
+                "bars differ from the stored ones; kept the stored",
+                symbol=symbol,
+                count=len(result.conflicting),
+            )
+        return list(verdict.accepted), result.inserted
