@@ -12,6 +12,7 @@ from typing import Any
 import uvloop
 
 from huracan.config import ConfigError, ConfigSources, HuracanConfig, load_config
+from huracan.daemon.app import Daemon
 from huracan.exit_codes import EX_CONFIG, EX_OK, EX_SOFTWARE, EX_UNAVAILABLE, EX_USAGE
 from huracan.logs import configure_logging, register_secrets
 
@@ -29,6 +30,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", parents=[common], help="run the daemon (replay mode by default)")
     run.add_argument("--live", action="store_true", help="allow real orders (config must say mode: live too)")
+    run.add_argument(
+        "--until-end",
+        action="store_true",
+        help="replay mode: stop when the candle data is exhausted, print a summary",
+    )
 
     migrate = commands.add_parser("migrate", parents=[common], help="apply pending database migrations")
     migrate.add_argument("--status", action="store_true", help="list applied and pending migrations only")
@@ -47,7 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "verify":
         # verify reports a bad configuration as one of its checks rather than refusing to start.
-        configure_logging()
+        configure_logging(stream=sys.stderr)
         return _run_async(_cmd_verify(ConfigSources.default(overlay=args.config)))
     try:
         config = load_config(ConfigSources.default(overlay=args.config))
@@ -59,7 +65,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return EX_CONFIG
-    configure_logging(level=config.logging.level, levels=config.logging.levels, fmt=config.logging.format)
+    # The daemon logs to stdout (the journal); the other commands print their answer there, so
+    # their logs go to stderr and `psql "$(huracan db dsn)"` works.
+    configure_logging(
+        level=config.logging.level,
+        levels=config.logging.levels,
+        fmt=config.logging.format,
+        stream=sys.stdout if args.command == "run" else sys.stderr,
+    )
     register_secrets(config.secrets())
 
     if args.command == "run":
@@ -82,16 +95,39 @@ def _run_async(coro: Coroutine[Any, Any, int]) -> int:
 
 
 def _cmd_run(config: HuracanConfig, args: argparse.Namespace) -> int:
-    from huracan.daemon.app import Daemon
-
     if config.exchange.mode == "live" and not args.live:
         print("huracan: config says mode: live; real orders also need `huracan run --live`", file=sys.stderr)
         return EX_CONFIG
     if args.live and config.exchange.mode != "live":
         print(f"huracan: --live given but config says mode: {config.exchange.mode}", file=sys.stderr)
         return EX_USAGE
-    daemon = Daemon(config, ConfigSources.default(overlay=args.config))
-    return _run_async(daemon.run())
+    if args.until_end and config.exchange.mode != "replay":
+        print(
+            f"huracan: --until-end is for replay mode; config says mode: {config.exchange.mode}",
+            file=sys.stderr,
+        )
+        return EX_USAGE
+    daemon = Daemon(config, ConfigSources.default(overlay=args.config), until_end=args.until_end)
+    status = _run_async(daemon.run())
+    if args.until_end:
+        print(replay_summary(daemon))
+    return status
+
+
+def replay_summary(daemon: Daemon) -> str:
+    from huracan.market.ingest import CandleIngest
+
+    ingest = next((s for s in daemon.services if isinstance(s, CandleIngest)), None)
+    if ingest is None:
+        return "replay summary: the replay did not start"
+    stats = ingest.stats
+    rejected = ", ".join(f"{reason} {count}" for reason, count in stats.rejected.items()) or "none"
+    return (
+        f"replay summary: {len(ingest.plan.symbols)} symbols at {ingest.plan.timeframe}; "
+        f"{stats.stored} bars stored, {stats.published} bar times published, "
+        f"{stats.duplicates} duplicates, {stats.conflicts} conflicts, rejected: {rejected}; "
+        f"gaps repaired {stats.gaps_repaired}"
+    )
 
 
 async def _cmd_migrate(config: HuracanConfig, *, status_only: bool) -> int:

@@ -22,6 +22,7 @@ from huracan.config import ConfigSources, load_config
 from huracan.daemon.app import Daemon, Phase
 from huracan.daemon.sdnotify import Notifier
 from huracan.daemon.service import FatalError, Service, ServiceContext
+from huracan.daemon.services import ServiceDeps
 from huracan.exit_codes import EX_SOFTWARE, EX_UNAVAILABLE
 from huracan.logs import MASK
 from huracan.memory.cluster import PrivateCluster
@@ -178,7 +179,7 @@ async def test_a_fatal_service_error_exits_non_zero(db_dsn: str, tmp_path: Path)
         async def run(self, ctx: ServiceContext) -> None:
             raise FatalError("positions disagree with the venue")
 
-    def services(pool: asyncpg.Pool, notifier: Notifier) -> list[Service]:
+    def services(deps: ServiceDeps) -> list[Service]:
         return [Doomed()]
 
     sources = ConfigSources(
@@ -309,7 +310,7 @@ async def test_a_leaked_connection_cannot_hold_up_the_stop(db_dsn: str, tmp_path
         }
     )
     daemon = Daemon(
-        load_config(sources), sources, notifier=Notifier({}), services=lambda pool, _: [Leaky(pool)]
+        load_config(sources), sources, notifier=Notifier({}), services=lambda deps: [Leaky(deps.pool)]
     )
     # The budget is 0.5 s; the pool gets at least 1 s of its own before its connections are cut.
     assert await asyncio.wait_for(run_briefly(daemon), timeout=10) == 0

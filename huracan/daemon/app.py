@@ -19,12 +19,13 @@ from collections.abc import Callable, Sequence
 import asyncpg
 
 from huracan.config import ConfigError, ConfigSources, HuracanConfig, load_config, plan_reload
-from huracan.daemon.heartbeat import Heartbeat
 from huracan.daemon.sdnotify import Notifier
 from huracan.daemon.service import FatalError, Liveness, RunningConfig, Service
+from huracan.daemon.services import ServiceDeps, build_services
 from huracan.daemon.supervisor import Supervisor
 from huracan.daemon.watchdog import Watchdog
-from huracan.exit_codes import EX_OK, EX_SOFTWARE, EX_UNAVAILABLE
+from huracan.exchange.replay import ReplayDataError
+from huracan.exit_codes import EX_CONFIG, EX_OK, EX_SOFTWARE, EX_UNAVAILABLE
 from huracan.logs import flush_logs, get_logger, register_secrets, set_levels
 from huracan.memory.cluster import ClusterError, PrivateCluster
 from huracan.memory.database import DatabaseUnavailable, open_pool, prepare_database
@@ -33,11 +34,7 @@ from huracan.memory.migrate import MigrationError, apply_migrations, default_mig
 log = get_logger("huracan.daemon")
 
 
-ServiceFactory = Callable[[asyncpg.Pool, Notifier], Sequence[Service]]
-
-
-def default_services(pool: asyncpg.Pool, notifier: Notifier) -> list[Service]:
-    return [Heartbeat(pool, notifier)]
+ServiceFactory = Callable[[ServiceDeps], Sequence[Service]]
 
 
 class Phase(enum.Enum):
@@ -53,12 +50,15 @@ class Daemon:
         sources: ConfigSources,
         *,
         notifier: Notifier | None = None,
-        services: ServiceFactory = default_services,
+        services: ServiceFactory = build_services,
+        until_end: bool = False,
     ) -> None:
         self.config = RunningConfig(config)
         self.sources = sources
         self.notifier = notifier or Notifier()
         self.service_factory = services
+        self.until_end = until_end
+        self.services: list[Service] = []
         self.liveness = Liveness()
         self.supervisor: Supervisor | None = None
         self.phase = Phase.STARTING
@@ -191,7 +191,18 @@ class Daemon:
         return pool
 
     async def _serve(self, pool: asyncpg.Pool, started: float) -> int:
-        services: list[Service] = list(self.service_factory(pool, self.notifier))
+        deps = ServiceDeps(
+            self.config.current,
+            pool,
+            self.notifier,
+            on_replay_end=(lambda: self.request_stop("replay finished")) if self.until_end else None,
+        )
+        try:
+            services: list[Service] = list(self.service_factory(deps))
+        except (FatalError, ReplayDataError) as exc:
+            log.critical("cannot build the services", error=str(exc))
+            return EX_CONFIG
+        self.services = services
         if self.notifier.watchdog_interval_s is not None:
             services.append(Watchdog(self.notifier, self.notifier.watchdog_interval_s))
         self.supervisor = Supervisor(services, self.config, self.liveness, on_fatal=self._on_fatal)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -27,7 +27,7 @@ from huracan.core.timeframe import bar_open, timeframe_ms
 from huracan.daemon.service import ServiceContext
 from huracan.logs import get_logger
 from huracan.market.validation import find_gaps, validate_batch
-from huracan.memory.candles import CandleStore
+from huracan.memory.candles import CandleStore, WriteResult
 
 log = get_logger("huracan.market.ingest")
 
@@ -68,21 +68,44 @@ class IngestPlan:
 class CandleIngest:
     name = "ingest"
 
-    def __init__(self, plan: IngestPlan, source: CandleSource, store: CandleStore, clock: Clock) -> None:
+    def __init__(
+        self,
+        plan: IngestPlan,
+        source: CandleSource,
+        store: CandleStore,
+        clock: Clock,
+        *,
+        on_exhausted: Callable[[], None] | None = None,
+    ) -> None:
         self.plan = plan
+        self.on_exhausted = on_exhausted
         self.source = source
         self.store = store
         self.clock = clock
         self.step_ms = timeframe_ms(plan.timeframe)
         self.topic: Topic[CandleClosed] = Topic("candle-closed")
         self.stats = IngestStats()
-        self.last: dict[str, Candle | None] = {}
+        # The newest accepted bar of each stream (validation's reference) and where to fetch from.
+        self.last: dict[str, Candle] = {}
+        self.next_since: dict[str, int] = {}
         self._unfillable: set[tuple[str, int, int]] = set()
 
     async def run(self, ctx: ServiceContext) -> None:
         await self.backfill()
         ctx.beat()
         while not ctx.stopping.is_set():
+            if self._exhausted():
+                log.info(
+                    "replay finished",
+                    stored=self.stats.stored,
+                    published=self.stats.published,
+                    rejected=dict(self.stats.rejected),
+                )
+                if self.on_exhausted is not None:
+                    self.on_exhausted()
+                while not await ctx.sleep(60):  # idle, accounted for with the watchdog, until stopped
+                    pass
+                return
             next_close = bar_open(self.clock.now_ms(), self.plan.timeframe) + self.step_ms
             await self._sleep_until(ctx, next_close + self.plan.close_delay_ms)
             if ctx.stopping.is_set():
@@ -100,16 +123,25 @@ class CandleIngest:
             sleeper.cancel()
             stop.cancel()
 
+    def _exhausted(self) -> bool:
+        """A replay venue runs out of data; a live venue never does."""
+        exhausted = getattr(self.source, "exhausted", None)
+        return bool(exhausted()) if callable(exhausted) else False
+
     # --- start-up -------------------------------------------------------------------------------
     async def backfill(self) -> None:
         now = self.clock.now_ms()
         window_start = bar_open(now - self.plan.backfill_days * DAY_MS, self.plan.timeframe)
         for symbol in self.plan.symbols:
-            latest = await self.store.latest_open_time(self.source.exchange_id, symbol, self.plan.timeframe)
-            since = window_start if latest is None else max(window_start, latest + self.step_ms)
-            self.last[symbol] = None
+            # The newest bar stored before now: a replay over data stored by an earlier run must
+            # not skip the bars that are still in its future.
+            stored = await self.store.open_times(
+                self.source.exchange_id, symbol, self.plan.timeframe, window_start, now
+            )
+            since = window_start if len(stored) == 0 else int(stored[-1]) + self.step_ms
+            self.next_since[symbol] = since
             fetched = await self.source.fetch_ohlcv(symbol, self.plan.timeframe, since, now)
-            await self._accept(symbol, fetched, now)
+            await self._write(self._take(symbol, fetched, now))
             await self.repair_gaps(symbol, window_start, bar_open(now, self.plan.timeframe))
         log.info(
             "backfill done",
@@ -131,7 +163,8 @@ class CandleIngest:
                 continue
             fetched = await self.source.fetch_ohlcv(symbol, timeframe, first, last + self.step_ms)
             # Repairs fill in behind the newest bar: validated without the stream-order rule.
-            _, stored = await self._store_validated(symbol, fetched, self.clock.now_ms(), None)
+            accepted = self._validate(symbol, fetched, self.clock.now_ms(), None)
+            stored = (await self._write(accepted)).inserted
             if stored:
                 self.stats.gaps_repaired += 1
                 log.info("gap repaired", symbol=symbol, first_ms=first, last_ms=last, bars=stored)
@@ -141,17 +174,21 @@ class CandleIngest:
 
     # --- every bar ------------------------------------------------------------------------------
     async def ingest_closed_bars(self) -> list[CandleClosed]:
-        """Fetch, validate and store what closed since the last bar of each symbol; publish one
-        CandleClosed per new bar time, oldest first."""
+        """Fetch what closed since the last bar of each symbol, validate it and store it in one
+        write; publish one CandleClosed per new bar time, oldest first."""
         now = self.clock.now_ms()
         newest = bar_open(now, self.plan.timeframe) - self.step_ms  # the last bar that has closed
-        new: dict[str, list[Candle]] = {}
+        new: dict[str, list[Candle]] = {s: [] for s in self.plan.symbols}
         waited = 0
         pending = list(self.plan.symbols)
         while pending:
-            results = await asyncio.gather(*(self._fetch_new(s, now) for s in pending))
-            for symbol, bars in zip(pending, results, strict=True):
-                new.setdefault(symbol, []).extend(bars)
+            fetched = await asyncio.gather(
+                *(self.source.fetch_ohlcv(s, self.plan.timeframe, self._since(s, now), now) for s in pending)
+            )
+            taken = [self._take(symbol, bars, now) for symbol, bars in zip(pending, fetched, strict=True)]
+            await self._write([bar for bars in taken for bar in bars])
+            for symbol, bars in zip(pending, taken, strict=True):
+                new[symbol].extend(bars)
             pending = [s for s in pending if not new[s] or new[s][-1].open_time_ms < newest]
             if not pending or waited >= self.plan.straggler_wait_ms:
                 break
@@ -160,15 +197,8 @@ class CandleIngest:
             now = self.clock.now_ms()
         return await self._publish(new)
 
-    async def _fetch_new(self, symbol: str, now: int) -> list[Candle]:
-        last = self.last.get(symbol)
-        since = (
-            last.open_time_ms + self.step_ms
-            if last is not None
-            else bar_open(now, self.plan.timeframe) - self.step_ms
-        )
-        fetched = await self.source.fetch_ohlcv(symbol, self.plan.timeframe, since, now)
-        return await self._accept(symbol, fetched, now)
+    def _since(self, symbol: str, now: int) -> int:
+        return self.next_since.get(symbol, bar_open(now, self.plan.timeframe) - self.step_ms)
 
     async def _publish(self, new: dict[str, list[Candle]]) -> list[CandleClosed]:
         by_time: dict[int, dict[str, Candle]] = {}
@@ -190,16 +220,17 @@ class CandleIngest:
         return events
 
     # --- validation and storage ----------------------------------------------------------------
-    async def _accept(self, symbol: str, fetched: Sequence[Candle], now: int) -> list[Candle]:
-        accepted, _ = await self._store_validated(symbol, fetched, now, self.last.get(symbol))
+    def _take(self, symbol: str, fetched: Sequence[Candle], now: int) -> list[Candle]:
+        """Validate the next bars of a stream and move the stream on past the accepted ones."""
+        accepted = self._validate(symbol, fetched, now, self.last.get(symbol))
         if accepted:
             self.last[symbol] = accepted[-1]
+            self.next_since[symbol] = accepted[-1].open_time_ms + self.step_ms
         return accepted
 
-    async def _store_validated(
+    def _validate(
         self, symbol: str, fetched: Sequence[Candle], now: int, last_accepted: Candle | None
-    ) -> tuple[list[Candle], int]:
-        """Validate, store what passes; the accepted bars and how many of them were new."""
+    ) -> list[Candle]:
         verdict = validate_batch(fetched, now_ms=now, last_accepted=last_accepted)
         self.stats.duplicates += verdict.duplicates
         for candle, reason in verdict.rejected:
@@ -211,16 +242,17 @@ class CandleIngest:
                 reason=str(reason),
                 bar=[candle.open, candle.high, candle.low, candle.close, candle.volume],
             )
-        if not verdict.accepted:
-            return [], 0
-        result = await self.store.write(verdict.accepted)
+        return list(verdict.accepted)
+
+    async def _write(self, candles: Sequence[Candle]) -> WriteResult:
+        result = await self.store.write(candles)
         self.stats.stored += result.inserted
         self.stats.duplicates += result.identical
         if result.conflicting:
             self.stats.conflicts += len(result.conflicting)
             log.warning(
                 "bars differ from the stored ones; kept the stored",
-                symbol=symbol,
                 count=len(result.conflicting),
+                first=[(c.incoming.symbol, c.incoming.open_time_ms) for c in result.conflicting[:5]],
             )
-        return list(verdict.accepted), result.inserted
+        return result
