@@ -367,7 +367,8 @@ def test_json_pipeline_never_writes_a_registered_secret(secret: str, before: str
         # Only what came from the text: "level", "logger" and the like may contain the secret by chance.
         for entry in entries:
             for key in ("event", "field", "nested"):
-                assert secret not in json.dumps(entry.get(key), ensure_ascii=False), (key, entry)
+                if key in entry:  # the stdlib record has only "event"; json.dumps(None) is "null"
+                    assert secret not in json.dumps(entry[key], ensure_ascii=False), (key, entry)
     finally:
         REDACTOR.clear()
 
