@@ -4,6 +4,7 @@ driven by signals, with its sd_notify messages read from a socket the test owns.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -179,7 +180,7 @@ async def test_a_fatal_service_error_exits_non_zero(db_dsn: str, tmp_path: Path)
         async def run(self, ctx: ServiceContext) -> None:
             raise FatalError("positions disagree with the venue")
 
-    def services(deps: ServiceDeps) -> list[Service]:
+    async def services(deps: ServiceDeps, resources: contextlib.AsyncExitStack) -> list[Service]:
         return [Doomed()]
 
     sources = ConfigSources(
@@ -309,8 +310,10 @@ async def test_a_leaked_connection_cannot_hold_up_the_stop(db_dsn: str, tmp_path
             "HURACAN_DAEMON__SHUTDOWN_TIMEOUT_S": "0.5",
         }
     )
-    daemon = Daemon(
-        load_config(sources), sources, notifier=Notifier({}), services=lambda deps: [Leaky(deps.pool)]
-    )
+
+    async def services(deps: ServiceDeps, resources: contextlib.AsyncExitStack) -> list[Service]:
+        return [Leaky(deps.pool)]
+
+    daemon = Daemon(load_config(sources), sources, notifier=Notifier({}), services=services)
     # The budget is 0.5 s; the pool gets at least 1 s of its own before its connections are cut.
     assert await asyncio.wait_for(run_briefly(daemon), timeout=10) == 0

@@ -14,7 +14,7 @@ import enum
 import logging
 import signal
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import asyncpg
 
@@ -24,6 +24,7 @@ from huracan.daemon.service import FatalError, Liveness, RunningConfig, Service
 from huracan.daemon.services import ServiceDeps, build_services
 from huracan.daemon.supervisor import Supervisor
 from huracan.daemon.watchdog import Watchdog
+from huracan.exchange.errors import AuthenticationFailed, BadSymbol, ExchangeError
 from huracan.exchange.replay import ReplayDataError
 from huracan.exit_codes import EX_CONFIG, EX_OK, EX_SOFTWARE, EX_UNAVAILABLE
 from huracan.logs import flush_logs, get_logger, register_secrets, set_levels
@@ -34,7 +35,7 @@ from huracan.memory.migrate import MigrationError, apply_migrations, default_mig
 log = get_logger("huracan.daemon")
 
 
-ServiceFactory = Callable[[ServiceDeps], Sequence[Service]]
+ServiceFactory = Callable[[ServiceDeps, contextlib.AsyncExitStack], Awaitable[Sequence[Service]]]
 
 
 class Phase(enum.Enum):
@@ -161,7 +162,7 @@ class Daemon:
                     return EX_SOFTWARE
                 if self.phase is Phase.STOPPING:
                     return EX_OK
-                return await self._serve(pool, started)
+                return await self._serve(pool, started, resources)
         finally:
             for signum in installed:
                 loop.remove_signal_handler(signum)
@@ -190,18 +191,25 @@ class Daemon:
                 log.info("migrations applied", versions=[m.version for m in applied])
         return pool
 
-    async def _serve(self, pool: asyncpg.Pool, started: float) -> int:
+    async def _serve(self, pool: asyncpg.Pool, started: float, resources: contextlib.AsyncExitStack) -> int:
         deps = ServiceDeps(
             self.config.current,
             pool,
             self.notifier,
             on_replay_end=(lambda: self.request_stop("replay finished")) if self.until_end else None,
         )
+        self.notifier.status("starting: services")
         try:
-            services: list[Service] = list(self.service_factory(deps))
-        except (FatalError, ReplayDataError) as exc:
-            log.critical("cannot build the services", error=str(exc))
+            services: list[Service] = list(await self.service_factory(deps, resources))
+        except ReplayDataError as exc:
+            log.critical("cannot start the replay", error=str(exc))
             return EX_CONFIG
+        except (BadSymbol, AuthenticationFailed) as exc:
+            log.critical("the exchange refuses the configuration", error=str(exc))
+            return EX_CONFIG
+        except ExchangeError as exc:
+            log.critical("exchange unavailable at start-up", error=str(exc))
+            return EX_UNAVAILABLE
         self.services = services
         if self.notifier.watchdog_interval_s is not None:
             services.append(Watchdog(self.notifier, self.notifier.watchdog_interval_s))
