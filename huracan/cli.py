@@ -15,6 +15,7 @@ from huracan.config import ConfigError, ConfigSources, HuracanConfig, load_confi
 from huracan.daemon.app import Daemon
 from huracan.exit_codes import EX_CONFIG, EX_OK, EX_SOFTWARE, EX_UNAVAILABLE, EX_USAGE
 from huracan.logs import configure_logging, register_secrets
+from huracan.market.download import add_download_parser, cmd_download
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     commands.add_parser("verify", parents=[common], help="check dependencies, config, database, migrations")
     commands.add_parser("retrain", parents=[common], help="retrain and validate the agent")
+    add_download_parser(commands, parents=[common])
 
     db = commands.add_parser("db", parents=[common], help="the private PostgreSQL cluster")
     db.add_argument(
@@ -77,6 +79,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if args.command == "run":
         return _cmd_run(config, args)
+    if args.command == "download":
+        return _run_async(cmd_download(config, args))
     if args.command == "migrate":
         return _run_async(_cmd_migrate(config, status_only=args.status))
     if args.command == "retrain":

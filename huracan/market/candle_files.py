@@ -11,13 +11,16 @@ import codecs
 import csv
 import io
 import math
+import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from huracan.core.candle import CandleSeries
+from huracan.core.candle import Candle, CandleSeries
+from huracan.core.numbers import decimal_of
 from huracan.core.timeframe import timeframe_ms
 
 HEADER = ["timestamp_ms", "open", "high", "low", "close", "volume"]
@@ -116,3 +119,50 @@ def find_candle_files(directory: Path, timeframe: str | None = None) -> dict[str
                 )
             found[name.symbol] = path
     return found
+
+
+def append_candle_file(path: Path, candles: Sequence[Candle]) -> int:
+    """Append bars to a candle file (created with its header if it does not exist or is empty),
+    one line each, values as the shortest decimal that reads back as the same float, so that
+    `read_candle_file` gives back exactly the bars written. Returns the number of lines written.
+
+    The bars must be of the file's stream, aligned, and each after the one before and after the
+    file's last bar; ValueError otherwise, and nothing is written. A last line without its
+    newline (an append that was interrupted) is cut off first: it is incomplete."""
+    name = CandleFileName.parse(path)
+    step = timeframe_ms(name.timeframe)
+    if not candles:
+        return 0
+    data = path.read_bytes() if path.exists() else b""
+    if data and not data.endswith(b"\n"):
+        data = data[: data.rfind(b"\n") + 1]
+        with path.open("r+b") as handle:
+            handle.truncate(len(data))
+    last: int | None = None
+    if data:
+        tail = data[data.rfind(b"\n", 0, len(data) - 1) + 1 :].decode("utf-8").strip()
+        if tail.split(",")[0] != HEADER[0]:
+            try:
+                last = int(tail.split(",")[0])
+            except ValueError:
+                raise CandleFileError(path, None, f"last line is not a bar: {tail[:80]!r}") from None
+    lines: list[str] = [] if data else [",".join(HEADER)]
+    for candle in candles:
+        if (candle.exchange, candle.symbol, candle.timeframe) != (name.exchange, name.symbol, name.timeframe):
+            raise ValueError(f"{path.name}: a bar of {candle.exchange} {candle.symbol} {candle.timeframe}")
+        if candle.open_time_ms % step:
+            raise ValueError(
+                f"{path.name}: open time {candle.open_time_ms} is not aligned to {name.timeframe}"
+            )
+        if last is not None and candle.open_time_ms <= last:
+            raise ValueError(f"{path.name}: open time {candle.open_time_ms} does not follow {last}")
+        values = (candle.open, candle.high, candle.low, candle.close, candle.volume)
+        if not all(math.isfinite(v) for v in values):
+            raise ValueError(f"{path.name}: bar {candle.open_time_ms} has a value that is not finite")
+        lines.append(",".join([str(candle.open_time_ms), *(format(decimal_of(v), "f") for v in values)]))
+        last = candle.open_time_ms
+    with path.open("a", encoding="utf-8", newline="") as handle:
+        handle.write("\n".join(lines) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    return len(candles)
