@@ -28,6 +28,7 @@ from huracan.exchange.errors import AuthenticationFailed, BadSymbol, ExchangeErr
 from huracan.exchange.replay import ReplayDataError
 from huracan.exit_codes import EX_CONFIG, EX_OK, EX_SOFTWARE, EX_UNAVAILABLE
 from huracan.logs import flush_logs, get_logger, register_secrets, set_levels
+from huracan.market.universe import UnknownSymbols
 from huracan.memory.cluster import ClusterError, PrivateCluster
 from huracan.memory.database import DatabaseUnavailable, open_pool, prepare_database
 from huracan.memory.migrate import MigrationError, apply_migrations, default_migrations_dir
@@ -201,8 +202,8 @@ class Daemon:
         self.notifier.status("starting: services")
         try:
             services: list[Service] = list(await self.service_factory(deps, resources))
-        except ReplayDataError as exc:
-            log.critical("cannot start the replay", error=str(exc))
+        except (ReplayDataError, UnknownSymbols) as exc:
+            log.critical("the market data source refuses the configuration", error=str(exc))
             return EX_CONFIG
         except (BadSymbol, AuthenticationFailed) as exc:
             log.critical("the exchange refuses the configuration", error=str(exc))

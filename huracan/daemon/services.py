@@ -17,6 +17,7 @@ from huracan.daemon.service import Service
 from huracan.exchange.adapter import ExchangeAdapter
 from huracan.exchange.replay import ReplayVenue
 from huracan.market.ingest import CandleIngest, IngestPlan
+from huracan.market.universe import check_universe
 from huracan.memory.candles import CandleStore
 
 
@@ -53,7 +54,7 @@ async def build_services(deps: ServiceDeps, resources: AsyncExitStack) -> list[S
     # shadow and live: market data from the exchange. Orders (simulated in shadow, real in live)
     # come with the execution issue; until then both modes ingest and publish market data only.
     adapter = await resources.enter_async_context(ExchangeAdapter(config.exchange))
-    await adapter.load_markets()
+    await check_universe(adapter, universe.symbols)
     plan = IngestPlan(tuple(universe.symbols), universe.timeframe, universe.backfill_days)
     services.append(CandleIngest(plan, adapter, store, WallClock()))
     return services

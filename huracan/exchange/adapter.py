@@ -21,6 +21,7 @@ exist (OrderNotPlaced when a lost answer resolved to "not placed"; see adapter_o
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Awaitable, Callable
 from types import TracebackType
@@ -222,33 +223,58 @@ class ExchangeAdapter:
                 rows = await self._client.fetch_ohlcv(
                     symbol, timeframe, page_since, OHLCV_PAGE, {"until": until_ms - 1}
                 )
-                return [self._candle(symbol, timeframe, row) for row in rows]
+                return self._candles(symbol, timeframe, rows)
 
             candles = await self._call(EndpointClass.MARKET_DATA, "fetch_ohlcv", page)
             for candle in candles:
                 if since_ms <= candle.open_time_ms < until_ms and candle.open_time_ms <= closed_by:
                     bars[candle.open_time_ms] = candle
-            if not candles:
-                break
-            newest = max(c.open_time_ms for c in candles)
-            if len(candles) < OHLCV_PAGE or newest + step <= since:
+            # A bar dated past the window (a hostile one far in the future) must not move the next
+            # page past the bars still to fetch.
+            newest = max((c.open_time_ms for c in candles if c.open_time_ms < until_ms), default=None)
+            if newest is None or len(candles) < OHLCV_PAGE or newest + step <= since:
                 break
             since = newest + step
         return [bars[t] for t in sorted(bars)]
 
+    def _candles(self, symbol: str, timeframe: str, rows: Any) -> list[Candle]:
+        """ccxt's rows as Candles. A price or volume ccxt could not read (None) becomes NaN, so
+        that validation rejects and reports that bar (NOT_FINITE) while the others of the page
+        go on; a row without a readable open time cannot be placed and is left out (logged).
+        BadResponse when no row is readable: the answer as a whole is garbage (a truncated body)."""
+        if not isinstance(rows, list):
+            raise BadResponse(f"fetch_ohlcv {symbol}: unreadable answer ({type(rows).__name__})")
+        candles = []
+        unreadable = []
+        for row in rows:
+            if not isinstance(row, list | tuple) or len(row) < 6 or not isinstance(row[0], int):
+                unreadable.append(row)
+                continue
+            candles.append(self._candle(symbol, timeframe, row))
+        if unreadable:
+            if not candles:
+                raise BadResponse(f"fetch_ohlcv {symbol}: unreadable bars {unreadable[:3]!r}")
+            log.warning(
+                "unreadable bars left out", symbol=symbol, count=len(unreadable), first=repr(unreadable[0])
+            )
+        return candles
+
     def _candle(self, symbol: str, timeframe: str, row: Any) -> Candle:
-        if not isinstance(row, list | tuple) or len(row) < 6 or any(v is None for v in row[:6]):
-            raise BadResponse(f"fetch_ohlcv {symbol}: unreadable bar {row!r}")
+        def number(value: Any) -> float:
+            return (
+                float(value) if isinstance(value, int | float) and not isinstance(value, bool) else math.nan
+            )
+
         return Candle(
             self.exchange_id,
             symbol,
             timeframe,
             int(row[0]),
-            float(row[1]),
-            float(row[2]),
-            float(row[3]),
-            float(row[4]),
-            float(row[5]),
+            number(row[1]),
+            number(row[2]),
+            number(row[3]),
+            number(row[4]),
+            number(row[5]),
         )
 
     async def fetch_ticker(self, symbol: str) -> Ticker:

@@ -57,18 +57,29 @@ from aiohttp import web
 
 from huracan.testing.emulator.candles import load_candles
 from huracan.testing.emulator.clock import MarketClock
-from huracan.testing.emulator.faults import FaultKind, FaultRule, FaultSchedule, InjectedFault
+from huracan.testing.emulator.faults import (
+    FaultKind,
+    FaultRule,
+    FaultSchedule,
+    InjectedFault,
+    KlineCorruption,
+    KlineDamage,
+)
+from huracan.testing.emulator.market_time import EmulatorClock
 from huracan.testing.emulator.markets import MarketRules, derive_rules
 from huracan.testing.emulator.matching import Balance, MatchingEngine
 from huracan.testing.emulator.server import EmulatorState, Routes
 
 __all__ = [
     "SPOT_ONLY_OPTIONS",
+    "EmulatorClock",
     "EmulatorConfig",
     "FaultKind",
     "FaultRule",
     "FaultSchedule",
     "InjectedFault",
+    "KlineCorruption",
+    "KlineDamage",
     "RunningEmulator",
     "start_emulator",
 ]
@@ -111,6 +122,11 @@ class RunningEmulator:
     @property
     def now_ms(self) -> int:
         return self._state.clock.now_ms
+
+    @property
+    def step_ms(self) -> int:
+        """The finest bar length: what one `advance()` moves market time by."""
+        return self._state.clock.step_ms
 
     @property
     def faults(self) -> FaultSchedule:

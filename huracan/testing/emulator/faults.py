@@ -25,6 +25,7 @@ What each fault does on the wire (and what ccxt's `binance` makes of it: see the
 | MALFORMED_JSON | 200 with a truncated JSON body |
 | DUPLICATE_RESPONSE | executes the request, answers with the previous body for that endpoint |
 | OUT_OF_ORDER | executes; list bodies (klines, orders, trades) come back shuffled, other bodies are replaced by the oldest remembered body for that endpoint |
+| CORRUPT_KLINES | executes; a klines body (a list of rows) comes back with the rule's `damage` done to it (`KlineDamage`: impossible, hostile or unreadable bars, or a body that is not a list); other bodies are left alone |
 """
 
 from __future__ import annotations
@@ -46,6 +47,44 @@ class FaultKind(enum.Enum):
     MALFORMED_JSON = "malformed_json"
     DUPLICATE_RESPONSE = "duplicate_response"
     OUT_OF_ORDER = "out_of_order"
+    CORRUPT_KLINES = "corrupt_klines"
+
+
+class KlineCorruption(enum.Enum):
+    """What CORRUPT_KLINES does to one row (or, for the body modes, to the whole body)."""
+
+    HIGH_BELOW_LOW = "high_below_low"  # high and low swapped and pulled apart: high < low
+    ZERO_PRICE = "zero_price"  # the column (1-4) becomes "0"
+    NEGATIVE_PRICE = "negative_price"  # the column (1-4) becomes its negative
+    NEGATIVE_VOLUME = "negative_volume"  # the volume becomes its negative
+    NAN = "nan"  # the column becomes "NaN"
+    INFINITE = "infinite"  # the column becomes "Infinity"
+    TEXT = "text"  # the column becomes "abc"
+    NULL = "null"  # the column becomes null
+    WRONG_TYPE = "wrong_type"  # the column becomes an object ({"v": ...})
+    MISALIGNED_TIME = "misaligned_time"  # the open time moves by 1 ms (off the bar grid)
+    FUTURE_TIME = "future_time"  # the open time moves a year ahead
+    TRUNCATED_ROW = "truncated_row"  # the row keeps only its first 3 fields
+    ROW_NOT_A_LIST = "row_not_a_list"  # the row becomes an object keyed by column number
+    BODY_NOT_A_LIST = "body_not_a_list"  # the body becomes {"code": 0, "data": [rows]}
+    EMPTY_ROWS = "empty_rows"  # every row becomes []
+
+
+@dataclass(frozen=True, slots=True)
+class KlineDamage:
+    """One change to a klines body: `kind` done to the row whose open time is `open_time_ms`
+    (when set and served; otherwise nothing), or else to row `row` (an index taken modulo the
+    row count, so any int names a row). `column` (0 time, 1-4 OHLC, 5 volume) is the field
+    that the field modes change."""
+
+    kind: KlineCorruption
+    row: int = 0
+    column: int = 1
+    open_time_ms: int | None = None
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.column <= 11:
+            raise ValueError(f"a kline row has columns 0 to 11, got {self.column}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +102,7 @@ class FaultRule:
     retry_after_s: int = 1
     status: int = 503
     hang_s: float = 30.0
+    damage: tuple[KlineDamage, ...] = ()
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.probability <= 1.0:
@@ -71,6 +111,8 @@ class FaultRule:
             raise ValueError(f"nth counts calls from 1, got {self.nth}")
         if self.kind is FaultKind.HTTP_5XX and not 500 <= self.status <= 599:
             raise ValueError(f"HTTP_5XX needs a 5xx status, got {self.status}")
+        if (self.kind is FaultKind.CORRUPT_KLINES) != bool(self.damage):
+            raise ValueError("CORRUPT_KLINES needs `damage`, and only CORRUPT_KLINES takes it")
 
     def watches(self, method: str, path: str) -> bool:
         return (self.method == "*" or self.method.upper() == method.upper()) and fnmatch.fnmatchcase(
@@ -152,3 +194,81 @@ class FaultSchedule:
 
     def injected_kinds(self) -> list[FaultKind]:
         return [record.kind for record in self.injected]
+
+
+_YEAR_MS = 365 * 86_400_000
+_BODY_MODES = frozenset({KlineCorruption.BODY_NOT_A_LIST, KlineCorruption.EMPTY_ROWS})
+
+
+def _negated(value: object) -> object:
+    text = str(value)
+    return text[1:] if text.startswith("-") else f"-{text}"
+
+
+def _damage_row(row: list[object], damage: KlineDamage) -> object:
+    kind, column = damage.kind, damage.column
+    if kind is KlineCorruption.ROW_NOT_A_LIST:
+        return {str(i): v for i, v in enumerate(row)}
+    if kind is KlineCorruption.TRUNCATED_ROW:
+        return row[:3]
+    row = list(row)
+    if len(row) < 6:
+        return row  # already truncated: nothing more to aim at
+    if kind is KlineCorruption.HIGH_BELOW_LOW:
+        try:
+            low = float(str(row[3]))
+        except ValueError:
+            return row
+        row[2] = repr(low / 2) if low > 0 else "-1"
+    elif kind is KlineCorruption.ZERO_PRICE:
+        row[1 + (column - 1) % 4] = "0"
+    elif kind is KlineCorruption.NEGATIVE_PRICE:
+        index = 1 + (column - 1) % 4
+        row[index] = _negated(row[index])
+    elif kind is KlineCorruption.NEGATIVE_VOLUME:
+        row[5] = _negated(row[5])
+    elif kind is KlineCorruption.NAN:
+        row[column] = "NaN"
+    elif kind is KlineCorruption.INFINITE:
+        row[column] = "Infinity"
+    elif kind is KlineCorruption.TEXT:
+        row[column] = "abc"
+    elif kind is KlineCorruption.NULL:
+        row[column] = None
+    elif kind is KlineCorruption.WRONG_TYPE:
+        row[column] = {"v": row[column]}
+    elif kind is KlineCorruption.MISALIGNED_TIME and isinstance(row[0], int):
+        row[0] += 1
+    elif kind is KlineCorruption.FUTURE_TIME and isinstance(row[0], int):
+        row[0] += _YEAR_MS
+    return row
+
+
+def corrupt_klines(body: object, damage: tuple[KlineDamage, ...]) -> object:
+    """`body` (a klines answer: a list of rows) with `damage` done to it; other bodies, and
+    damage aimed at an open time that is not served, leave it as it is."""
+    if not isinstance(body, list) or not body:
+        return body
+    rows: list[object] = list(body)
+    targets: list[tuple[int, KlineDamage]] = []
+    for item in damage:
+        if item.kind in _BODY_MODES:
+            continue
+        if item.open_time_ms is None:
+            targets.append((item.row % len(rows), item))
+            continue
+        targets.extend(
+            (i, item)
+            for i, row in enumerate(body)
+            if isinstance(row, list) and row and row[0] == item.open_time_ms
+        )
+    for index, item in targets:
+        row = rows[index]
+        if isinstance(row, list):
+            rows[index] = _damage_row(row, item)
+    kinds = {item.kind for item in damage}
+    if KlineCorruption.EMPTY_ROWS in kinds:
+        rows = [[] for _ in rows]
+    if KlineCorruption.BODY_NOT_A_LIST in kinds:
+        return {"code": 0, "data": rows}
+    return rows

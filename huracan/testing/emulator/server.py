@@ -27,7 +27,7 @@ from huracan.testing.emulator import wire
 from huracan.testing.emulator.book import SyntheticBook, synthetic_book
 from huracan.testing.emulator.candles import SymbolCandles
 from huracan.testing.emulator.clock import MarketClock
-from huracan.testing.emulator.faults import FaultKind, FaultRule, FaultSchedule
+from huracan.testing.emulator.faults import FaultKind, FaultRule, FaultSchedule, corrupt_klines
 from huracan.testing.emulator.markets import MarketRules, exchange_info, text8
 from huracan.testing.emulator.matching import MatchingEngine, OrderRejected, OrderRequest
 
@@ -238,6 +238,9 @@ class Routes:
             response.text = remembered[-1]
         elif kind is FaultKind.OUT_OF_ORDER:
             response.text = self._out_of_order(text, remembered)
+        elif kind is FaultKind.CORRUPT_KLINES:
+            assert rule is not None
+            response.text = json.dumps(corrupt_klines(json.loads(text), rule.damage))
         remembered.append(text)
         return response
 
