@@ -276,3 +276,31 @@ async def test_a_symbol_the_exchange_does_not_list_is_a_clear_error(plain_emulat
     assert caught.value.missing == ("DOGE/USDT", "ETH/BTC")
     assert "DOGE/USDT, ETH/BTC" in str(caught.value)
     assert "binance" in str(caught.value)
+
+
+async def test_an_exchange_outage_does_not_stop_ingestion(tmp_path: Path, db_pool: asyncpg.Pool) -> None:
+    """5xx on every klines request, past the adapter's retries: the bar is asked for again at the
+    next bar instead of the task crashing, and nothing is lost once the venue answers again."""
+    data = write_feed(tmp_path)
+    first = int(read_candle_file(data / "binance_BTC-USDT_5m.csv").open_time_ms[0])
+    emulator = await start_emulator(EmulatorConfig(data_dir=data, start_time_ms=first + START_BAR * STEP))
+    try:
+        clock = EmulatorClock(emulator)
+        plan = IngestPlan((SYMBOL,), "5m", backfill_days=1, close_delay_ms=0, straggler_wait_ms=0)
+        async with adapter_for(emulator) as adapter:
+            ingest = CandleIngest(plan, adapter, CandleStore(db_pool), clock)
+            await ingest.backfill()
+            stored_before = ingest.stats.stored
+            emulator.faults = FaultSchedule(
+                seed=2, rules=[FaultRule(FaultKind.HTTP_5XX, path=KLINES, probability=1.0, status=503)]
+            )
+            await clock.sleep_until(clock.now_ms() + 2 * STEP)
+            assert await ingest.ingest_closed_bars() == []
+            assert ingest.stats.fetch_failures == 1
+            emulator.faults = FaultSchedule(seed=3, rules=[])
+            await clock.sleep_until(clock.now_ms() + STEP)
+            events = await ingest.ingest_closed_bars()
+            assert len(events) == 3  # the two bars of the outage, then the new one
+            assert ingest.stats.stored == stored_before + 3
+    finally:
+        await emulator.close()

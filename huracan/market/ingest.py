@@ -25,6 +25,7 @@ from huracan.core.clock import Clock
 from huracan.core.events import CandleClosed
 from huracan.core.timeframe import bar_open, timeframe_ms
 from huracan.daemon.service import ServiceContext
+from huracan.exchange.errors import Retryable
 from huracan.logs import get_logger
 from huracan.market.validation import find_gaps, validate_batch
 from huracan.memory.candles import CandleStore, WriteResult
@@ -52,6 +53,7 @@ class IngestStats:
     rejected: Counter[str] = field(default_factory=Counter)
     published: int = 0
     gaps_repaired: int = 0
+    fetch_failures: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,7 +142,7 @@ class CandleIngest:
             )
             since = window_start if len(stored) == 0 else int(stored[-1]) + self.step_ms
             self.next_since[symbol] = since
-            fetched = await self.source.fetch_ohlcv(symbol, self.plan.timeframe, since, now)
+            fetched = await self._fetch(symbol, since, now) or []
             await self._write(self._take(symbol, fetched, now))
             await self.repair_gaps(symbol, window_start, bar_open(now, self.plan.timeframe))
         log.info(
@@ -161,7 +163,9 @@ class CandleIngest:
         for first, last in find_gaps(times, timeframe, int(times[0]), end_ms):
             if (symbol, first, last) in self._unfillable:
                 continue
-            fetched = await self.source.fetch_ohlcv(symbol, timeframe, first, last + self.step_ms)
+            fetched = await self._fetch(symbol, first, last + self.step_ms)
+            if fetched is None:
+                continue  # the venue did not answer: try this gap at the next start, not "unfillable"
             # Repairs fill in behind the newest bar: validated without the stream-order rule.
             accepted = self._validate(symbol, fetched, self.clock.now_ms(), None)
             stored = (await self._write(accepted)).inserted
@@ -182,10 +186,10 @@ class CandleIngest:
         waited = 0
         pending = list(self.plan.symbols)
         while pending:
-            fetched = await asyncio.gather(
-                *(self.source.fetch_ohlcv(s, self.plan.timeframe, self._since(s, now), now) for s in pending)
-            )
-            taken = [self._take(symbol, bars, now) for symbol, bars in zip(pending, fetched, strict=True)]
+            fetched = await asyncio.gather(*(self._fetch(s, self._since(s, now), now) for s in pending))
+            taken = [
+                self._take(symbol, bars or [], now) for symbol, bars in zip(pending, fetched, strict=True)
+            ]
             await self._write([bar for bars in taken for bar in bars])
             for symbol, bars in zip(pending, taken, strict=True):
                 new[symbol].extend(bars)
@@ -196,6 +200,18 @@ class CandleIngest:
             await self.clock.sleep_until(self.clock.now_ms() + 1_000)
             now = self.clock.now_ms()
         return await self._publish(new)
+
+    async def _fetch(self, symbol: str, since_ms: int, until_ms: int) -> list[Candle] | None:
+        """The venue's bars, or None when it stays unavailable after the adapter's retries: the
+        stream then simply resumes from where it was at the next bar, instead of the task dying
+        (and being restarted) over an outage. Other errors (bad symbol, authentication) are real
+        faults and propagate."""
+        try:
+            return await self.source.fetch_ohlcv(symbol, self.plan.timeframe, since_ms, until_ms)
+        except Retryable as exc:
+            self.stats.fetch_failures += 1
+            log.warning("fetch failed; asked again next bar", symbol=symbol, error=str(exc))
+            return None
 
     def _since(self, symbol: str, now: int) -> int:
         return self.next_since.get(symbol, bar_open(now, self.plan.timeframe) - self.step_ms)
