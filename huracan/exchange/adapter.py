@@ -160,6 +160,14 @@ class ExchangeAdapter:
         await self._client.close()
 
     # --- the one way to the exchange ------------------------------------------------------------
+    def _translate(self, exc: ccxt.BaseError, *, sent: bool) -> ExchangeError:
+        # Called straight from an except clause: no await lies between ccxt storing this
+        # response's headers (Retry-After) and this read.
+        headers = getattr(self._client, "last_response_headers", None)
+        return translate(
+            exc, sent=sent, headers=headers if isinstance(headers, dict) else None, secrets=self._secrets
+        )
+
     async def _once(
         self, endpoint: EndpointClass, operation: str, fn: Callable[[], Awaitable[T]], sent: bool
     ) -> T:
@@ -168,11 +176,7 @@ class ExchangeAdapter:
         try:
             return await fn()
         except ccxt.BaseError as exc:
-            # Read now: no await lies between ccxt storing this response's headers and here.
-            headers = getattr(self._client, "last_response_headers", None)
-            error = translate(
-                exc, sent=sent, headers=headers if isinstance(headers, dict) else None, secrets=self._secrets
-            )
+            error = self._translate(exc, sent=sent)
         except _PARSER_ERRORS as exc:
             kind = OutcomeUnknown if sent else BadResponse
             error = kind(f"{operation}: unreadable answer ({type(exc).__name__})")
@@ -412,10 +416,7 @@ class ExchangeAdapter:
         try:
             return await fn()
         except ccxt.BaseError as exc:
-            headers = getattr(self._client, "last_response_headers", None)
-            error = translate(
-                exc, sent=True, headers=headers if isinstance(headers, dict) else None, secrets=self._secrets
-            )
+            error = self._translate(exc, sent=True)
         except BadResponse as exc:
             error = OutcomeUnknown(f"{operation}: {exc}")
         except _PARSER_ERRORS as exc:
