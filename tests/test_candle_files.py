@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from huracan.config.settings import BUNDLED_CANDLES_DIR
 from huracan.market.candle_files import (
     CandleFileError,
     CandleFileName,
@@ -18,7 +19,7 @@ from huracan.market.candle_files import (
 from huracan.market.validation import validate_batch
 
 REPO = Path(__file__).resolve().parent.parent
-BUNDLED = REPO / "data" / "candles"
+BUNDLED = BUNDLED_CANDLES_DIR
 HEADER = "timestamp_ms,open,high,low,close,volume\n"
 T0 = 1_609_459_200_000
 STEP = 300_000

@@ -12,13 +12,14 @@ import asyncpg
 import numpy as np
 import pytest
 
+from huracan.config.settings import BUNDLED_CANDLES_DIR
 from huracan.core.candle import Candle, CandleSeries
 from huracan.core.numbers import decimal_of
 from huracan.market.candle_files import read_candle_file
 from huracan.market.validation import find_gaps
 from huracan.memory.candles import CandleConflict, CandleStore, WriteResult, ms_to_datetime
 
-BUNDLED = Path(__file__).resolve().parent.parent / "data" / "candles"
+BUNDLED = BUNDLED_CANDLES_DIR
 BTC_FILE = BUNDLED / "binance_BTC-USDT_5m.csv"
 ETH_FILE = BUNDLED / "binance_ETH-USDT_5m.csv"
 STEP = 300_000

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from huracan.config import ConfigSources, HuracanConfig, load_config
+from huracan.config.settings import BUNDLED_CANDLES_DIR
 from huracan.core.candle import Candle, CandleSeries
 from huracan.exit_codes import EX_CONFIG, EX_UNAVAILABLE, EX_USAGE
 from huracan.market.candle_files import append_candle_file, read_candle_file
@@ -46,18 +47,11 @@ SINCE_BAR, UNTIL_BAR = 300, 1500  # the window downloaded: 1,200 bars, 4 chunks 
 CHUNK = "300"
 
 
-def candle_source_dir() -> Path:
-    own = REPO / "data" / "candles"
-    if (own / FILES[0]).exists():
-        return own
-    return REPO.parent / "shared" / "data" / "candles"
-
-
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     target = tmp_path_factory.mktemp("source")
     for name in FILES:
-        lines = (candle_source_dir() / name).read_text().splitlines()[: ROWS + 1]
+        lines = (BUNDLED_CANDLES_DIR / name).read_text().splitlines()[: ROWS + 1]
         (target / name).write_text("\n".join(lines) + "\n")
     return target
 

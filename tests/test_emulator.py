@@ -20,6 +20,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from huracan.config.settings import BUNDLED_CANDLES_DIR
 from huracan.exchange.urls import point_at
 from huracan.market.candle_files import read_candle_file
 from huracan.testing.emulator import SPOT_ONLY_OPTIONS, EmulatorConfig, RunningEmulator, start_emulator
@@ -34,20 +35,11 @@ ROWS = 2500  # bars per symbol in the test slice: more than two pages of klines
 START_BAR = 2200  # market time starts when this many bars have closed
 
 
-def candle_source_dir() -> Path:
-    # The repository's own slice (data/candles) once it is there; until then the shared
-    # history beside the repository, which CI also has.
-    own = REPO / "data" / "candles"
-    if (own / "binance_BTC-USDT_5m.csv").exists():
-        return own
-    return REPO.parent / "shared" / "data" / "candles"
-
-
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     target = tmp_path_factory.mktemp("candles")
     for name in ("binance_BTC-USDT_5m.csv", "binance_ETH-USDT_5m.csv"):
-        lines = (candle_source_dir() / name).read_text().splitlines()[: ROWS + 1]
+        lines = (BUNDLED_CANDLES_DIR / name).read_text().splitlines()[: ROWS + 1]
         (target / name).write_text("\n".join(lines) + "\n")
     return target
 

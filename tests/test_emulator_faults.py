@@ -10,6 +10,7 @@ from typing import Any
 import ccxt.async_support as ccxt
 import pytest
 
+from huracan.config.settings import BUNDLED_CANDLES_DIR
 from huracan.exchange.urls import point_at
 from huracan.testing.emulator import (
     SPOT_ONLY_OPTIONS,
@@ -26,18 +27,10 @@ ORDER = "/api/v3/order"
 TICKER = "/api/v3/ticker/24hr"
 
 
-def candle_source_dir() -> Path:
-    # The repository's own slice once it is there; until then the shared data beside the repo.
-    own = REPO / "data" / "candles"
-    if (own / "binance_BTC-USDT_5m.csv").exists():
-        return own
-    return REPO.parent / "shared" / "data" / "candles"
-
-
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     target = tmp_path_factory.mktemp("candles")
-    lines = (candle_source_dir() / "binance_BTC-USDT_5m.csv").read_text().splitlines()[:1501]
+    lines = (BUNDLED_CANDLES_DIR / "binance_BTC-USDT_5m.csv").read_text().splitlines()[:1501]
     (target / "binance_BTC-USDT_5m.csv").write_text("\n".join(lines) + "\n")
     return target
 

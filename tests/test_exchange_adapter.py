@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from huracan.config.sections import ExchangeSettings
+from huracan.config.settings import BUNDLED_CANDLES_DIR
 from huracan.exchange.adapter import ExchangeAdapter
 from huracan.exchange.client_ids import client_order_id
 from huracan.exchange.errors import (
@@ -45,17 +46,10 @@ TIMEOUT_S = 0.4  # the adapter's request timeout; the emulator's hangs last long
 RECV_WINDOW_MS = 300
 
 
-def candle_source_dir() -> Path:
-    own = REPO / "data" / "candles"
-    if (own / "binance_BTC-USDT_5m.csv").exists():
-        return own
-    return REPO.parent / "shared" / "data" / "candles"
-
-
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     target = tmp_path_factory.mktemp("candles")
-    lines = (candle_source_dir() / "binance_BTC-USDT_5m.csv").read_text().splitlines()[: ROWS + 1]
+    lines = (BUNDLED_CANDLES_DIR / "binance_BTC-USDT_5m.csv").read_text().splitlines()[: ROWS + 1]
     (target / "binance_BTC-USDT_5m.csv").write_text("\n".join(lines) + "\n")
     return target
 

@@ -10,6 +10,7 @@ import asyncpg
 import pytest
 
 from huracan.config import ConfigSources, load_config
+from huracan.config.settings import BUNDLED_CANDLES_DIR
 from huracan.core.candle import Candle
 from huracan.core.events import CandleClosed
 from huracan.daemon.service import Liveness, RunningConfig
@@ -20,7 +21,7 @@ from huracan.memory.candles import CandleStore
 
 pytestmark = pytest.mark.db
 
-DATA = Path(__file__).resolve().parent.parent / "data" / "candles"
+DATA = BUNDLED_CANDLES_DIR
 SYMBOLS = ("BTC/USDT", "ETH/USDT", "SOL/USDT")
 STEP = 300_000
 DAY_BARS = 288

@@ -18,6 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from huracan.config.sections import ExchangeSettings
+from huracan.config.settings import BUNDLED_CANDLES_DIR
 from huracan.exchange.adapter import ExchangeAdapter
 from huracan.exchange.errors import BadResponse, ExchangeError
 from huracan.market.candle_files import read_candle_file
@@ -47,14 +48,12 @@ START_BAR = 600  # market time starts when this many bars (of the file) have clo
 DAY_BARS = 288
 
 
-def candle_source() -> Path:
-    own = REPO / "data" / "candles" / "binance_BTC-USDT_5m.csv"
-    return own if own.exists() else REPO.parent / "shared" / "data" / "candles" / own.name
+BTC_5M = BUNDLED_CANDLES_DIR / "binance_BTC-USDT_5m.csv"
 
 
 def write_feed(target: Path, withheld: Collection[int] = ()) -> Path:
     """The first ROWS bars of BTC/USDT 5m, less the rows (0-based bar indices) withheld."""
-    lines = candle_source().read_text().splitlines()[: ROWS + 1]
+    lines = BTC_5M.read_text().splitlines()[: ROWS + 1]
     kept = [lines[0]] + [line for i, line in enumerate(lines[1:]) if i not in withheld]
     (target / "binance_BTC-USDT_5m.csv").write_text("\n".join(kept) + "\n")
     return target
@@ -124,7 +123,7 @@ async def test_a_gap_ridden_partly_corrupt_feed_stores_exactly_the_valid_bars(
     tmp_path: Path, db_pool: asyncpg.Pool
 ) -> None:
     data = write_feed(tmp_path, WITHHELD)
-    source = read_candle_file(candle_source()).between(0, 2**62)
+    source = read_candle_file(BTC_5M).between(0, 2**62)
     first = int(source.open_time_ms[0])
     time_of = {i: first + i * STEP for i in range(ROWS)}
     damage = tuple(
@@ -251,7 +250,7 @@ async def one_example(rig: FuzzRig, rules: list[FaultRule], seed: int) -> None:
     assert await rig.pool.fetchval(INVALID_BARS, STEP, clock.now_ms()) == 0
     # Every bar stored is the venue's own bar, unchanged.
     stored = await CandleStore(rig.pool).read_series("binance", SYMBOL, "5m", 0, 2**62)
-    truth = read_candle_file(candle_source())
+    truth = read_candle_file(BTC_5M)
     index = {int(t): i for i, t in enumerate(truth.open_time_ms[:ROWS])}
     for k in range(len(stored)):
         bar = stored.candle(k)

@@ -12,9 +12,11 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from huracan.config.settings import BUNDLED_CANDLES_DIR
+
 pytestmark = pytest.mark.db
 
-DATA = Path(__file__).resolve().parent.parent / "data" / "candles"
+DATA = BUNDLED_CANDLES_DIR
 BARS_PER_DAY = 288
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from huracan.config import ConfigSources, load_config
+from huracan.config.settings import BUNDLED_CANDLES_DIR
 from huracan.daemon.app import Daemon
 from huracan.daemon.sdnotify import Notifier
 from huracan.exchange.adapter import ExchangeAdapter
@@ -26,7 +27,7 @@ from huracan.testing.emulator import (
 
 pytestmark = pytest.mark.db
 
-DATA = Path(__file__).resolve().parent.parent / "data" / "candles"
+DATA = BUNDLED_CANDLES_DIR
 
 
 @pytest.fixture

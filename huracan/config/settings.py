@@ -28,6 +28,8 @@ ENV_PREFIX = "HURACAN_"
 ENV_DELIMITER = "__"
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CONFIG_DIR = REPO_ROOT / "config"
+# The replay default's real candles (data/candles/PROVENANCE.md says where they come from).
+BUNDLED_CANDLES_DIR = REPO_ROOT / "data" / "candles"
 
 # The environment a load reads; a reload or a test passes its own instead of os.environ.
 ENVIRON: ContextVar[Mapping[str, str] | None] = ContextVar("huracan_config_environ", default=None)
