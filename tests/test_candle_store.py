@@ -153,24 +153,8 @@ async def test_a_bar_breaking_a_table_constraint_rolls_back_its_whole_batch(
     bad = dataclasses.replace(bars[5], low=-1.0)
     with pytest.raises(asyncpg.CheckViolationError):
         await store.write([*bars[:5], bad, *bars[6:]])
-    assert await store.latest_open_time("binance", "BTC/USDT", "5m") is None
+    assert len(await store.open_times("binance", "BTC/USDT", "5m", 0, FAR_FUTURE)) == 0
     assert (await store.write(bars)).inserted == 10  # and the connection is fine afterwards
-
-
-@pytest.mark.db
-async def test_latest_open_time_per_stream(
-    db_pool: asyncpg.Pool, btc: CandleSeries, eth: CandleSeries
-) -> None:
-    store = CandleStore(db_pool)
-    assert await store.latest_open_time("binance", "BTC/USDT", "5m") is None
-    await store.write([*candles_of(btc, 0, 300), *candles_of(eth, 0, 100)])
-    assert await store.latest_open_time("binance", "BTC/USDT", "5m") == int(btc.open_time_ms[299])
-    assert await store.latest_open_time("binance", "ETH/USDT", "5m") == int(eth.open_time_ms[99])
-    assert await store.latest_open_time("binance", "BTC/USDT", "1h") is None
-    assert await store.latest_open_time("kraken", "BTC/USDT", "5m") is None
-    # An older bar written later does not move it back.
-    await store.write(candles_of(btc, 300, 400)[::-1])
-    assert await store.latest_open_time("binance", "BTC/USDT", "5m") == int(btc.open_time_ms[399])
 
 
 @pytest.mark.db

@@ -53,11 +53,6 @@ _SELECT_CONFLICTS = """
     WHERE (i.open, i.high, i.low, i.close, i.volume) IS DISTINCT FROM (c.open, c.high, c.low, c.close, c.volume)
     ORDER BY i.exchange, i.symbol, i.timeframe, i.open_time
 """
-_SELECT_LATEST = """
-    SELECT (extract(epoch FROM open_time) * 1000)::bigint
-    FROM candles WHERE exchange = $1 AND symbol = $2 AND timeframe = $3
-    ORDER BY open_time DESC LIMIT 1
-"""
 _SELECT_SERIES = """
     SELECT (extract(epoch FROM open_time) * 1000)::bigint,
            open::float8, high::float8, low::float8, close::float8, volume::float8
@@ -184,12 +179,6 @@ class CandleStore:
             rows = await conn.fetch(_SELECT_CONFLICTS) if inserted < len(candles) else []
         conflicting = tuple(CandleConflict(_candle(r), _candle(r, "stored_")) for r in rows)
         return WriteResult(inserted, len(candles) - inserted - len(conflicting), conflicting)
-
-    async def latest_open_time(self, exchange: str, symbol: str, timeframe: str) -> int | None:
-        """Open time of the newest stored bar of the stream, None when it has none."""
-        async with self.pool.acquire() as conn:
-            value = await conn.fetchval(_SELECT_LATEST, exchange, symbol, timeframe)
-        return None if value is None else int(value)
 
     async def read_series(
         self, exchange: str, symbol: str, timeframe: str, start_ms: int, end_ms: int
