@@ -1,0 +1,2 @@
+"""Reinforcement learning: the vectorised training environment, PPO, checkpoints and the model
+registry."""
