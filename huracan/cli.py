@@ -1,4 +1,4 @@
-"""The `huracan` command: run | migrate | verify | retrain | db."""
+"""The `huracan` command: run | migrate | verify | train | models | retrain | download | db."""
 
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ from huracan.daemon.app import Daemon
 from huracan.exit_codes import EX_CONFIG, EX_OK, EX_SOFTWARE, EX_UNAVAILABLE, EX_USAGE
 from huracan.logs import configure_logging, register_secrets
 from huracan.market.download import add_download_parser, cmd_download
+from huracan.rl.models_cli import add_models_parser, cmd_models
+from huracan.rl.train_cli import add_train_parser, cmd_train
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,6 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("verify", parents=[common], help="check dependencies, config, database, migrations")
     commands.add_parser("retrain", parents=[common], help="retrain and validate the agent")
     add_download_parser(commands, parents=[common])
+    add_train_parser(commands, parents=[common])
+    add_models_parser(commands, parents=[common])
 
     db = commands.add_parser("db", parents=[common], help="the private PostgreSQL cluster")
     db.add_argument(
@@ -81,6 +85,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _cmd_run(config, args)
     if args.command == "download":
         return _run_async(cmd_download(config, args))
+    if args.command == "train":
+        return _run_async(cmd_train(config, args))
+    if args.command == "models":
+        return _run_async(cmd_models(config, args))
     if args.command == "migrate":
         return _run_async(_cmd_migrate(config, status_only=args.status))
     if args.command == "retrain":
@@ -119,6 +127,7 @@ def _cmd_run(config: HuracanConfig, args: argparse.Namespace) -> int:
 
 
 def replay_summary(daemon: Daemon) -> str:
+    from huracan.agent.decide import DecisionService
     from huracan.market.ingest import CandleIngest
 
     ingest = next((s for s in daemon.services if isinstance(s, CandleIngest)), None)
@@ -126,12 +135,17 @@ def replay_summary(daemon: Daemon) -> str:
         return "replay summary: the replay did not start"
     stats = ingest.stats
     rejected = ", ".join(f"{reason} {count}" for reason, count in stats.rejected.items()) or "none"
-    return (
+    lines = []
+    decide = next((s for s in daemon.services if isinstance(s, DecisionService)), None)
+    if decide is not None:
+        lines.append(decide.summary() + " (no risk gate or executor yet: intents are recorded, not traded)")
+    lines.append(
         f"replay summary: {len(ingest.plan.symbols)} symbols at {ingest.plan.timeframe}; "
         f"{stats.stored} bars stored, {stats.published} bar times published, "
         f"{stats.duplicates} duplicates, {stats.conflicts} conflicts, rejected: {rejected}; "
         f"gaps repaired {stats.gaps_repaired}"
     )
+    return "\n".join(lines)
 
 
 async def _cmd_migrate(config: HuracanConfig, *, status_only: bool) -> int:

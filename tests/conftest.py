@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 import asyncpg
 import pytest
 
+from huracan.config.settings import BUNDLED_CANDLES_DIR
 from huracan.memory.cluster import ClusterError, PrivateCluster, find_server_binaries
 from huracan.memory.database import MAINTENANCE_DATABASE, create_pool, quote_ident, with_database
 from huracan.memory.migrate import apply_migrations, default_migrations_dir
@@ -159,3 +160,19 @@ async def db_pool(db_dsn: str) -> AsyncIterator[asyncpg.Pool]:
         yield pool
     finally:
         await pool.close()
+
+
+@pytest.fixture
+def bundled_slice(tmp_path: Path) -> Callable[[int], Path]:
+    """Makes a candle directory with the first `days` days of each bundled file (real bars,
+    byte for byte), for runs that must be short."""
+
+    def make(days: int) -> Path:
+        directory = tmp_path / f"candles-{days}d"
+        directory.mkdir()
+        for source in BUNDLED_CANDLES_DIR.glob("*.csv"):
+            lines = source.read_text().splitlines(keepends=True)
+            (directory / source.name).write_text("".join(lines[: 1 + days * 288]))
+        return directory
+
+    return make

@@ -7,30 +7,21 @@ import asyncio
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import asyncpg
 import pytest
 
-from huracan.config.settings import BUNDLED_CANDLES_DIR
-
 pytestmark = pytest.mark.db
 
-DATA = BUNDLED_CANDLES_DIR
 BARS_PER_DAY = 288
 
 
-def slice_of_bundled_data(directory: Path, days: int) -> Path:
-    """The first `days` days of each bundled file (real bars, byte for byte)."""
-    directory.mkdir()
-    for source in DATA.glob("*.csv"):
-        lines = source.read_text().splitlines(keepends=True)
-        (directory / source.name).write_text("".join(lines[: 1 + days * BARS_PER_DAY]))
-    return directory
-
-
-def test_until_end_replays_everything_and_prints_a_summary(db_dsn: str, tmp_path: Path) -> None:
-    data = slice_of_bundled_data(tmp_path / "candles", days=3)
+def test_until_end_replays_everything_and_prints_a_summary(
+    db_dsn: str, tmp_path: Path, bundled_slice: Callable[[int], Path]
+) -> None:
+    data = bundled_slice(3)
     result = subprocess.run(
         [sys.executable, "-m", "huracan.cli", "run", "--until-end"],
         capture_output=True,

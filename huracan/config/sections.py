@@ -7,6 +7,7 @@ them with a comment per key, and a test holds the two equal.
 
 from __future__ import annotations
 
+from datetime import date
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Literal
@@ -148,6 +149,22 @@ class AgentSettings(Section):
     greedy: bool = True
     min_confidence: float = Field(0.0, ge=0, le=1)
     torch_threads: int = Field(1, ge=1, le=64)
+    model_check_interval_s: PositiveSeconds = 60.0
+    intent_queue_size: int = Field(1000, ge=1)
+
+
+class TrainingSettings(Section):
+    symbols: list[str] = Field(default_factory=list)
+    start: date | None = None
+    end: date | None = None
+    source: Literal["auto", "database", "files"] = "auto"
+    total_steps: int = Field(2_000_000, ge=1)
+    n_envs: int = Field(1024, ge=1)
+    rollout_steps: int = Field(64, ge=1)
+    episode_bars: int = Field(576, ge=2)
+    holdout_fraction: float = Field(0.2, ge=0, lt=1)
+    seed: int = 7
+    promote_first: bool = True
 
 
 class ExecutionSettings(Section):

@@ -21,6 +21,7 @@ from huracan.config.sections import (
     MemorySettings,
     MonitoringSettings,
     RiskSettings,
+    TrainingSettings,
     UniverseSettings,
 )
 
@@ -65,6 +66,7 @@ class HuracanConfig(BaseSettings):
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     risk: RiskSettings = Field(default_factory=RiskSettings)
     agent: AgentSettings = Field(default_factory=AgentSettings)
+    training: TrainingSettings = Field(default_factory=TrainingSettings)
     execution: ExecutionSettings = Field(default_factory=ExecutionSettings)
     memory: MemorySettings = Field(default_factory=MemorySettings)
     monitoring: MonitoringSettings = Field(default_factory=MonitoringSettings)

@@ -1,24 +1,32 @@
 """Which services the daemon runs, built from the configuration: the one place that wires the
-venue, the market data, (later) the agent, the risk gate and the executors together."""
+venue, the market data, the agent, (later) the risk gate and the executors together."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 
 import asyncpg
 
+from huracan.agent.decide import DecisionService
+from huracan.agent.models import ModelSlots
+from huracan.agent.positions import FlatBook, NoPatternMemory
 from huracan.config import HuracanConfig
 from huracan.core.clock import WallClock
+from huracan.core.intents import OrderIntent
 from huracan.daemon.heartbeat import Heartbeat
+from huracan.daemon.intent_drain import IntentDrain
 from huracan.daemon.sdnotify import Notifier
 from huracan.daemon.service import Service
 from huracan.exchange.adapter import ExchangeAdapter
 from huracan.exchange.replay import ReplayVenue
+from huracan.features.market import CostAssumptions
 from huracan.market.ingest import CandleIngest, IngestPlan
 from huracan.market.universe import check_universe
 from huracan.memory.candles import CandleStore
+from huracan.rl.registry import ModelRegistry, model_dir_of
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,12 +57,37 @@ async def build_services(deps: ServiceDeps, resources: AsyncExitStack) -> list[S
         plan = IngestPlan(
             tuple(universe.symbols), universe.timeframe, universe.backfill_days, close_delay_ms=0
         )
-        services.append(CandleIngest(plan, venue, store, venue.clock, on_exhausted=deps.on_replay_end))
-        return services
+        ingest = CandleIngest(plan, venue, store, venue.clock, on_exhausted=deps.on_replay_end)
+        return [*services, ingest, *agent_services(deps, ingest, store)]
     # shadow and live: market data from the exchange. Orders (simulated in shadow, real in live)
     # come with the execution issue; until then both modes ingest and publish market data only.
     adapter = await resources.enter_async_context(ExchangeAdapter(config.exchange))
     await check_universe(adapter, universe.symbols)
     plan = IngestPlan(tuple(universe.symbols), universe.timeframe, universe.backfill_days)
-    services.append(CandleIngest(plan, adapter, store, WallClock()))
-    return services
+    ingest = CandleIngest(plan, adapter, store, WallClock())
+    return [*services, ingest, *agent_services(deps, ingest, store)]
+
+
+def agent_services(deps: ServiceDeps, ingest: CandleIngest, store: CandleStore) -> list[Service]:
+    """The decision step on the bars `ingest` publishes, and the consumer of its intents. Until
+    the execution issue lands, positions are all flat and the intents are only recorded."""
+    config = deps.config
+    intents: asyncio.Queue[OrderIntent] = asyncio.Queue(config.agent.intent_queue_size)
+    execution = config.execution
+    decide = DecisionService(
+        exchange_id=ingest.source.exchange_id,
+        symbols=ingest.plan.symbols,
+        timeframe=ingest.plan.timeframe,
+        candles=ingest.topic,
+        store=store,
+        models=ModelSlots(ModelRegistry(deps.pool, model_dir_of(config)), ingest.plan.symbols),
+        positions=FlatBook(),
+        patterns=NoPatternMemory(),
+        intents=intents,
+        cost=CostAssumptions(
+            taker_fee_bps=execution.taker_fee_bps,
+            half_spread_bps=execution.half_spread_bps,
+            slippage_bps=execution.slippage_bps,
+        ),
+    )
+    return [decide, IntentDrain(intents)]

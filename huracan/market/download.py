@@ -167,11 +167,13 @@ def plan_from_args(
 
 
 # --- progress ---------------------------------------------------------------------------------
-def render_bar(label: str, done: int, total: int, *, width: int = 20) -> str:
+def render_bar(label: str, done: int, total: int, *, width: int = 20, unit: str = "bars") -> str:
     """`BTC/USDT 5m [##########----------]  50% 12,960/25,920 bars`."""
     share = 1.0 if total <= 0 else min(1.0, max(0.0, done / total))
     filled = int(share * width)
-    return f"{label} [{'#' * filled}{'-' * (width - filled)}] {int(share * 100):3d}% {done:,}/{total:,} bars"
+    return (
+        f"{label} [{'#' * filled}{'-' * (width - filled)}] {int(share * 100):3d}% {done:,}/{total:,} {unit}"
+    )
 
 
 class Progress(Protocol):

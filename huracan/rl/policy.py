@@ -43,14 +43,22 @@ class Tanh(nn.Module):
         return _FastTanh.apply(x)  # type: ignore[no-untyped-call,no-any-return]
 
 
-def action_masks(has_position: torch.Tensor) -> torch.Tensor:
-    """[..., ACTION_COUNT] bool: the actions valid in each position state (flat: wait or enter;
-    long: exit or hold), for live inference; the env builds the same from the same rule."""
-    table = torch.zeros(2, ACTION_COUNT, dtype=torch.bool, device=has_position.device)
+def _mask_table() -> torch.Tensor:
+    table = torch.zeros(2, ACTION_COUNT, dtype=torch.bool)
     for held in (False, True):
         for action in valid_actions(held):
             table[int(held), action] = True
-    return table[has_position.long()]
+    return table
+
+
+# Row 0: flat, row 1: long. Built once: live inference asks for masks on every bar.
+MASK_TABLE = _mask_table()
+
+
+def action_masks(has_position: torch.Tensor) -> torch.Tensor:
+    """[..., ACTION_COUNT] bool: the actions valid in each position state (flat: wait or enter;
+    long: exit or hold), for live inference; the env builds the same from the same rule."""
+    return MASK_TABLE.to(has_position.device)[has_position.long()]
 
 
 def _mlp(inputs: int, hidden: Sequence[int]) -> nn.Sequential:

@@ -1,0 +1,1 @@
+"""Real-time decisions: features for each closed bar, one batched forward pass, OrderIntents."""

@@ -1,0 +1,67 @@
+"""One loaded model, ready to decide: the policy network, its normaliser and its schema.
+
+Pure (no I/O beyond what the caller hands in): market rows and context in, actions and their
+probabilities out, for a batch of symbols in one forward pass.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+import torch
+
+from huracan.features.normaliser import RunningNormaliser
+from huracan.features.schema import STATE_SCHEMA, FeatureSchema
+from huracan.rl.checkpoint import Checkpoint, CheckpointError, SchemaMismatch
+from huracan.rl.policy import action_masks, load_policy
+
+
+@dataclass(frozen=True, slots=True)
+class Decisions:
+    actions: npt.NDArray[np.int64]  # AgentAction values, [S]
+    confidence: npt.NDArray[np.float64]  # probability of the chosen action, [S]
+
+
+class PolicyRunner:
+    def __init__(self, checkpoint: Checkpoint, version: str, *, schema: FeatureSchema = STATE_SCHEMA) -> None:
+        # The hash was checked on load; the names are compared too, so a message can say what moved.
+        if checkpoint.schema_hash != schema.hash or tuple(checkpoint.feature_names) != schema.names:
+            moved = [n for n in checkpoint.feature_names if n not in schema.names][:5]
+            raise SchemaMismatch(
+                f"model {version}: trained on feature schema {checkpoint.schema_hash[:12]}, this build "
+                f"computes {schema.hash[:12]} (features not computed here: {moved or 'order differs'})"
+            )
+        self.version = version
+        try:
+            self.policy = load_policy(checkpoint)
+            self.normaliser = RunningNormaliser.from_state(checkpoint.normaliser)
+        except (ValueError, RuntimeError) as exc:  # a shape or state that does not fit the network
+            raise CheckpointError(f"model {version}: weights or normaliser unusable: {exc}") from None
+        if self.policy.observation_size != schema.size:
+            raise CheckpointError(
+                f"model {version}: network takes {self.policy.observation_size} inputs, the state has {schema.size}"
+            )
+
+    def decide(
+        self,
+        market_rows: npt.NDArray[np.float64],
+        context: torch.Tensor,
+        has_position: torch.Tensor,
+        *,
+        greedy: bool,
+        generator: torch.Generator | None = None,
+    ) -> Decisions:
+        """Actions for a batch of symbols: rows [S, market width] raw, context [S, 10]."""
+        market = torch.from_numpy(self.normaliser.normalise(market_rows))
+        observation = torch.cat((market, context.to(market.dtype)), dim=1)
+        mask = action_masks(has_position)
+        with torch.inference_mode():
+            probabilities = self.policy.action_probabilities(observation, mask)
+            if greedy:
+                actions = probabilities.argmax(dim=1)
+            else:
+                actions = torch.multinomial(probabilities, 1, generator=generator).squeeze(1)
+            confidence = probabilities.gather(1, actions.unsqueeze(1)).squeeze(1)
+        return Decisions(actions.numpy().astype(np.int64), confidence.double().numpy())
