@@ -82,16 +82,26 @@ class IncrementalFeatures:
                     candle.volume,
                     float(open_time_ms),
                 )
-        shifted = self.buffer.copy()
-        shifted[present, :, :-1] = self.buffer[present, :, 1:]
-        shifted[present, :, -1] = new[present]
-        rows, carry = market_kernel(shifted, self.carry, 1, self.cost)
-        self.buffer = np.where(present[:, None, None], shifted, self.buffer)
-        self.carry = FeatureCarry(
-            np.where(present[:, None], carry.emas, self.carry.emas),
-            np.where(present[:, None], carry.macd_signal, self.carry.macd_signal),
-            np.where(present[:, None], carry.vol_history, self.carry.vol_history),
-        )
-        self.rows = np.where(present[:, None], rows[:, 0, :], self.rows)
+        # Shift in place: a symbol without a bar keeps its buffer (the kernel's output for it
+        # is computed but discarded below).
+        if present.all():
+            self.buffer[:, :, :-1] = self.buffer[:, :, 1:]
+            self.buffer[:, :, -1] = new
+        else:
+            held = np.flatnonzero(present)
+            self.buffer[held, :, :-1] = self.buffer[held, :, 1:]
+            self.buffer[held, :, -1] = new[held]
+        rows, carry = market_kernel(self.buffer, self.carry, 1, self.cost)
+        if present.all():  # the usual bar: every symbol advances, nothing to merge
+            self.carry = carry
+            self.rows = rows[:, 0, :].copy()
+        else:
+            keep = present[:, None]
+            self.carry = FeatureCarry(
+                np.where(keep, carry.emas, self.carry.emas),
+                np.where(keep, carry.macd_signal, self.carry.macd_signal),
+                np.where(keep, carry.vol_history, self.carry.vol_history),
+            )
+            self.rows = np.where(keep, rows[:, 0, :], self.rows)
         self.bars_seen += present
         return self.rows.copy()

@@ -51,15 +51,6 @@ def lag_tail(x: Array, k: int, n: int) -> Array:
     return tail(x[..., : max(stop, 0)], n)
 
 
-def lagged(x: Array, k: int) -> Array:
-    """x[t - k] at every position of x [..., L] (NaN where t - k is before the start)."""
-    if k == 0:
-        return x
-    out = np.full_like(x, np.nan)
-    out[..., k:] = x[..., :-k]
-    return out
-
-
 def ema_scan(x: Array, alpha: Array, previous: Array) -> tuple[Array, Array]:
     """Exponential smoothing of x [..., K, n] along the last axis, each of the K rows with its
     own alpha [K], continuing from `previous` [..., K] (the value before the first position;
@@ -78,9 +69,13 @@ def ema_scan(x: Array, alpha: Array, previous: Array) -> tuple[Array, Array]:
 
 def divide(numerator: Array, denominator: Array, where_zero: float = 0.0, eps: float = EPS) -> Array:
     """numerator / denominator, `where_zero` where |denominator| < eps (NaN stays NaN)."""
-    small = np.abs(denominator) < eps
-    if not small.any():  # the usual case, three array operations instead of six
+    magnitude = np.abs(denominator)
+    # The usual case: no small denominator, a plain division. A ufunc reduce rather than
+    # ndarray.any: the live path's arrays are tiny and Python overhead is their cost. A NaN
+    # makes the minimum NaN and takes the general path, which keeps it NaN.
+    if np.minimum.reduce(magnitude, axis=None, initial=np.inf) >= eps:
         return numerator / denominator
+    small = magnitude < eps
     result = numerator / np.where(small, 1.0, denominator)
     return np.where(small, where_zero, result)
 
@@ -96,36 +91,40 @@ def window_mean(w: Array, keepdims: bool = False) -> Array:
     return mean
 
 
+def centred(w: Array) -> tuple[Array, Array]:
+    """(w minus its window mean, population variance) over the window axis, two-pass for
+    precision. Several features share one window (the 48 returns feed six of them), so they
+    share its centring too: the live call's cost is its count of array operations."""
+    deviation = w - window_mean(w, keepdims=True)
+    return deviation, window_mean(deviation * deviation)
+
+
 def window_std(w: Array) -> Array:
-    """Population standard deviation over the window axis, two-pass for precision."""
-    centred = w - window_mean(w, keepdims=True)
-    return np.sqrt(window_mean(centred * centred))
+    """Population standard deviation over the window axis."""
+    return np.sqrt(centred(w)[1])
 
 
 def window_zscore(w: Array, eps: float) -> Array:
     """The last value of each window against the window's mean and standard deviation; 0 when
     the standard deviation is below eps (a flat window's is rounding noise, not zero)."""
-    return divide(w[..., -1] - window_mean(w), window_std(w), eps=eps)
+    deviation, variance = centred(w)
+    return divide(deviation[..., -1], np.sqrt(variance), eps=eps)
 
 
-def window_corr(a: Array, b: Array, eps: float = EPS) -> Array:
-    """Pearson correlation over the window axis; 0 when either variance is below eps."""
-    ac = a - window_mean(a, keepdims=True)
-    bc = b - window_mean(b, keepdims=True)
-    var_a = window_mean(ac * ac)
-    var_b = window_mean(bc * bc)
+def correlation(covariance: Array, var_a: Array, var_b: Array, eps: float = EPS) -> Array:
+    """Pearson correlation from a window's covariance and variances; 0 when either variance is
+    below eps (a flat series correlates with nothing)."""
     flat = (var_a < eps) | (var_b < eps)
-    corr = divide(window_mean(ac * bc), np.sqrt(var_a * var_b))
+    corr = divide(covariance, np.sqrt(var_a * var_b))
     return np.where(flat & ~np.isnan(var_a) & ~np.isnan(var_b), 0.0, corr)
 
 
-def window_moments(w: Array) -> tuple[Array, Array]:
-    """(skewness, excess kurtosis) over the window axis; 0 for a flat window."""
-    centred = w - window_mean(w, keepdims=True)
-    squared = centred * centred
-    m2 = window_mean(squared)
-    m3 = window_mean(squared * centred)
+def window_moments(deviation: Array, variance: Array) -> tuple[Array, Array]:
+    """(skewness, excess kurtosis) over the window axis from `centred`'s output; 0 for a flat
+    window."""
+    squared = deviation * deviation
+    m3 = window_mean(squared * deviation)
     m4 = window_mean(squared * squared)
-    skew = divide(m3, m2**1.5)
-    kurt = np.where(np.isnan(m2), np.nan, divide(m4, m2 * m2, where_zero=3.0) - 3.0)
+    skew = divide(m3, variance**1.5)
+    kurt = np.where(np.isnan(variance), np.nan, divide(m4, variance * variance, where_zero=3.0) - 3.0)
     return skew, kurt
