@@ -14,6 +14,7 @@ from pathlib import Path
 from huracan.config import ConfigError, ConfigSources, HuracanConfig, load_config
 from huracan.memory.database import DatabaseUnavailable, configured_connection
 from huracan.memory.migrate import MigrationError, default_migrations_dir, migration_status
+from huracan.rl.registry import model_dir_of
 
 # Import name -> distribution name; torch is pinned exactly (see pyproject.toml).
 DEPENDENCIES = {
@@ -74,7 +75,7 @@ def check_state_dir(state_dir: Path) -> Check:
 def check_model(model_dir: Path) -> Check:
     models = sorted(model_dir.glob("*.pt")) if model_dir.is_dir() else []
     if not models:
-        return Check("model", False, f"none yet in {model_dir} (`make retrain` trains one)", required=False)
+        return Check("model", False, f"none yet in {model_dir} (`huracan train` trains one)", required=False)
     return Check("model", True, f"{len(models)} in {model_dir}, newest {models[-1].name}", required=False)
 
 
@@ -117,7 +118,7 @@ async def run_checks(sources: ConfigSources) -> list[Check]:
     )
     checks.append(check_state_dir(config.daemon.state_dir))
     checks.extend(await check_database(config))
-    checks.append(check_model(config.agent.model_dir))
+    checks.append(check_model(model_dir_of(config)))
     return checks
 
 
