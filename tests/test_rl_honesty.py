@@ -8,15 +8,14 @@
   future through a feature: that agent profits massively, so the test can see a leak.
 - The trained agent's evaluated PnL is the reference's PnL for the same actions.
 
-Every market is synthetic and seeded; training is seeded, so results repeat exactly.
+Every market is synthetic and seeded (huracan/rl/synthetic.py, shared with bench/ppo.py);
+training is seeded, so results repeat exactly.
 """
 
 from __future__ import annotations
 
 import math
 
-import numpy as np
-import numpy.typing as npt
 import pytest
 
 from huracan.rl.env import EnvConfig, MarketData, TradingEnv
@@ -24,57 +23,12 @@ from huracan.rl.evaluate import Evaluation, buy_and_hold, evaluate, evaluate_pol
 from huracan.rl.policy import ActorCritic
 from huracan.rl.ppo import PPOConfig, train
 from huracan.rl.reference import simulate
+from huracan.rl.synthetic import oracle_evaluation, planted, random_walk, sharpe
 
 ENV = EnvConfig(n_envs=256, episode_bars=128, seed=1)  # default costs: 26 bps a round trip
 PPO = PPOConfig(n_steps=32, minibatch_size=2048, epochs=4, learning_rate=1e-3, seed=0)
 TRAIN_STEPS = 300_000
 MARGIN = 0.01  # per 128-bar episode, of equity
-
-
-def prices(
-    seed: int, returns: npt.NDArray[np.float64], noise: float
-) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
-    """(open, close) whose in-bar move is `returns`, plus a small gap between close and next open."""
-    gap = np.random.default_rng(seed + 10_000).normal(0, noise / 4, returns.shape)
-    close = 100 * np.exp(np.cumsum(returns + gap, axis=1))
-    return close * np.exp(-returns), close
-
-
-def market(
-    open_: npt.NDArray[np.float64], close: npt.NDArray[np.float64], features: npt.NDArray[np.float64]
-) -> MarketData:
-    times = np.tile(1_609_459_200_000 + 300_000 * np.arange(close.shape[1]), (close.shape[0], 1))
-    return MarketData.from_numpy(features, open_, close, times, first_valid=3)
-
-
-def planted(seed: int, *, shuffled: bool = False, symbols: int = 2, n_bars: int = 8000) -> MarketData:
-    """A +-1 regime that persists ~10 bars (switch probability 0.1); the regime at close t sets
-    the drift of bar t+1 (8 bps against 10 bps noise), worth ~4x the round-trip cost per regime."""
-    rng = np.random.default_rng(seed)
-    noise = 1e-3
-    switches = rng.random((symbols, n_bars)) < 0.1
-    regime = np.cumprod(np.where(switches, -1.0, 1.0), axis=1)
-    returns = rng.normal(0, noise, (symbols, n_bars))
-    returns[:, 1:] += 8e-4 * regime[:, :-1]
-    signal = rng.permuted(regime, axis=1) if shuffled else regime
-    features = np.concatenate([signal[..., None], rng.normal(size=(symbols, n_bars, 3))], axis=2)
-    return market(*prices(seed, returns, noise), features)
-
-
-def random_walk(seed: int, *, peek: int = 0, symbols: int = 2, n_bars: int = 8000) -> MarketData:
-    """40 bps per bar of pure noise; features are the last three bar returns. With `peek`, one
-    more feature is the next `peek` bars' return: the look-ahead a leaky pipeline would give."""
-    rng = np.random.default_rng(seed)
-    noise = 4e-3
-    returns = rng.normal(0, noise, (symbols, n_bars))
-    open_, close = prices(seed, returns, noise)
-    columns = [np.roll(returns, lag, axis=1) / noise for lag in range(3)]
-    if peek:
-        log_close = np.log(close)
-        future = np.zeros((symbols, n_bars))
-        future[:, :-peek] = (log_close[:, peek:] - log_close[:, :-peek]) / (noise * math.sqrt(peek))
-        columns.append(future)
-    return market(open_, close, np.stack(columns, axis=2))
 
 
 def trained(market: MarketData) -> ActorCritic:
@@ -102,6 +56,7 @@ def test_agent_finds_a_planted_signal(planted_agent: ActorCritic) -> None:
     assert agent.t_statistic > 5
     assert 0.2 < agent.exposure < 0.8  # it times the regimes, it does not just hold
     assert agent.win_rate > 0.5
+    assert sharpe(agent) > 0.7 * sharpe(oracle_evaluation(planted(seed=2), ENV))  # bench/ppo.py's bar
 
 
 def test_control_shuffled_signal_gives_no_edge() -> None:
@@ -147,3 +102,14 @@ def test_evaluated_pnl_is_the_reference_pnl(planted_agent: ActorCritic) -> None:
         assert math.isclose(replay.episode_return, episode_return, rel_tol=1e-9, abs_tol=1e-12)
         trades += replay.trades
     assert trades == result.trades > 0
+
+
+def test_oracle_reads_the_planted_signal() -> None:
+    """The yardstick of 'X% of the oracle Sharpe' earns what the signal promises, and only from
+    the signal: on the shuffled control the same rule loses to costs."""
+    market = planted(seed=2)
+    oracle, hold = oracle_evaluation(market, ENV), evaluate(buy_and_hold(), market, ENV)
+    assert oracle.mean_return > hold.mean_return + MARGIN
+    assert 0.4 < oracle.exposure < 0.6  # the regime is up about half the time
+    assert sharpe(oracle) > sharpe(hold) + 1.0
+    assert sharpe(oracle_evaluation(planted(seed=2, shuffled=True), ENV)) < 0
