@@ -18,6 +18,7 @@ import os
 import platform
 import time
 from collections.abc import Sequence
+from decimal import Decimal
 
 import numpy as np
 import orjson
@@ -25,7 +26,8 @@ import torch
 
 from huracan.agent.decide import DecisionService
 from huracan.agent.models import ModelSlots
-from huracan.agent.positions import FlatBook, NoPatternMemory
+from huracan.agent.performance import PerformanceRecorder
+from huracan.agent.positions import NoPatternMemory
 from huracan.agent.runner import PolicyRunner
 from huracan.config.settings import BUNDLED_CANDLES_DIR
 from huracan.core.bus import Topic
@@ -105,10 +107,12 @@ def service(symbols: tuple[str, ...], runner: PolicyRunner) -> DecisionService:
         candles=Topic("candle-closed"),
         store=None,  # type: ignore[arg-type]  # primed directly below, not from the database
         models=Slots(symbols, runner),
-        positions=FlatBook(),
+        positions=None,  # the champion's paper book, as the daemon runs until an executor exists
         patterns=NoPatternMemory(),
         intents=asyncio.Queue(),
         cost=CostAssumptions(),
+        paper_rules=EnvConfig(),
+        recorder=PerformanceRecorder(Decimal("1000"), Decimal("0.8")),
     )
 
 

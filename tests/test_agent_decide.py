@@ -15,6 +15,7 @@ import torch
 
 from huracan.agent.decide import DecisionService
 from huracan.agent.models import Challenger, ModelSlots
+from huracan.agent.performance import PerformanceRecorder
 from huracan.agent.positions import FlatBook, NoPatternMemory, PositionSnapshot
 from huracan.agent.runner import PolicyRunner
 from huracan.config.settings import BUNDLED_CANDLES_DIR
@@ -111,6 +112,8 @@ def service(slots: ModelSlots, positions: object = None) -> DecisionService:
         patterns=NoPatternMemory(),
         intents=asyncio.Queue(),
         cost=CostAssumptions(),
+        paper_rules=EnvConfig(),
+        recorder=PerformanceRecorder(Decimal("1000"), Decimal("0.8")),
     )
 
 
@@ -200,15 +203,28 @@ def test_a_challenger_decides_in_shadow_for_its_share_while_the_champion_decides
     slots.champion = PolicyRunner(biased_model(normaliser_state, AgentAction.ENTER_LONG_NORMAL), "m-champ")
     challenger = PolicyRunner(biased_model(normaliser_state, AgentAction.ENTER_LONG_SMALL, seed=1), "m-chall")
     slots.challenger = Challenger(challenger, frozenset({"SOL/USDT"}))
-    svc = service(slots)
-    last = run_all(svc, events(series))[-1]
-    live = [i for i in last if not i.shadow]
-    shadow = [i for i in last if i.shadow]
+    svc = service(slots)  # the champion reads a flat book; the challenger its own paper book
+    per_bar = run_all(svc, events(series))
+    first = next(intents for intents in per_bar if intents)
+    live = [i for i in first if not i.shadow]
+    shadow = [i for i in first if i.shadow]
     assert {i.symbol for i in live} == set(SYMBOLS)
     assert {i.model_version for i in live} == {"m-champ"}
     assert [(i.symbol, i.model_version, i.action) for i in shadow] == [
         ("SOL/USDT", "m-chall", AgentAction.ENTER_LONG_SMALL)
     ]
+    # Its paper book fills each decision at the next open, so the challenger's context follows
+    # its own position: entries and exits alternate, never two entries in a row.
+    shadow_actions = [i.action for intents in per_bar for i in intents if i.shadow]
+    assert shadow_actions[0] is AgentAction.ENTER_LONG_SMALL
+    assert all((a is AgentAction.ENTER_LONG_SMALL) == (k % 2 == 0) for k, a in enumerate(shadow_actions)), (
+        shadow_actions
+    )
+    # Every exit became a closed paper trade, but one decided on the last bar (it fills next bar).
+    exits = shadow_actions.count(AgentAction.EXIT_POSITION)
+    decided_last = [i.action for i in per_bar[-1] if i.shadow]
+    pending = decided_last == [AgentAction.EXIT_POSITION]
+    assert svc.books["m-chall"].accounts["SOL/USDT"].trades == exits - pending
 
 
 def test_a_symbol_without_a_bar_is_not_decided(

@@ -4,6 +4,7 @@ decides with it on every bar after the warm-up."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -11,6 +12,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import asyncpg
 import pytest
 
 pytestmark = pytest.mark.db
@@ -70,3 +72,20 @@ def test_train_register_list_and_decide(
     # bar 335 of a history, so of the 576 replayed bar times the first 47 are not decided.
     decisions = int(agent_line.split(";")[1].split()[0])
     assert decisions == 3 * (576 - (335 - 288))
+    # The champion's paper results reached model_performance, and agree with the summary.
+    paper = agent_line.split("paper results: ")[1]
+    rows = asyncio.run(performance(db_dsn))
+    if "no paper trades closed" in paper:
+        assert rows == []
+    else:
+        assert {r[0] for r in rows} == {version}
+        assert f"{version}: {sum(r[1] for r in rows)} paper trades" in paper
+
+
+async def performance(dsn: str) -> list[tuple[str, int, int]]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        found = await conn.fetch("SELECT model_version, trades, wins FROM model_performance ORDER BY day")
+    finally:
+        await conn.close()
+    return [(r["model_version"], r["trades"], r["wins"]) for r in found]

@@ -5,6 +5,11 @@ Market features advance on every bar whether or not a model is loaded, so a mode
 while the daemon runs decides at once, on warm features. At start-up (on the first bar) the
 features are primed from the stored candles before it, so a restart does not wait a day for
 the feature windows to fill.
+
+Every deciding model version also has a paper book (huracan/agent/paper.py): its decisions
+filled by the canonical rules at the next bar's open. Until an executor keeps the real position
+book, the champion's context (has position, unrealised PnL, ...) is its paper book; an A/B
+challenger's always is. Closed paper trades go to `model_performance` per version and day.
 """
 
 from __future__ import annotations
@@ -20,7 +25,9 @@ import numpy as np
 import torch
 
 from huracan.agent.models import ModelSlots
-from huracan.agent.positions import PatternMemoryView, PositionView
+from huracan.agent.paper import PaperBook
+from huracan.agent.performance import PerformanceRecorder
+from huracan.agent.positions import PatternMemoryView, PositionSnapshot, PositionView
 from huracan.core.bus import Topic
 from huracan.core.events import CandleClosed
 from huracan.core.intents import ENTRY_ACTIONS, AgentAction, OrderIntent
@@ -31,6 +38,7 @@ from huracan.features.incremental import IncrementalFeatures
 from huracan.features.market import WARMUP_BARS, CostAssumptions
 from huracan.logs import get_logger
 from huracan.memory.candles import CandleStore
+from huracan.rl.env import EnvConfig
 
 log = get_logger("huracan.agent.decide")
 
@@ -38,6 +46,7 @@ DAY_MS = 86_400_000
 # Bars read back at start-up: the windows need WARMUP_BARS; the EMAs (longest span 144) need
 # more to forget where they started, (1 - 2/145)^1360 < 1e-8, so live matches training.
 PRIME_BARS = 4 * WARMUP_BARS
+FLUSH_INTERVAL_S = 10.0
 
 
 @dataclass(slots=True)
@@ -67,12 +76,16 @@ class DecisionService:
         candles: Topic[CandleClosed],
         store: CandleStore,
         models: ModelSlots,
-        positions: PositionView,
+        positions: PositionView | None,
         patterns: PatternMemoryView,
         intents: asyncio.Queue[OrderIntent],
         cost: CostAssumptions,
+        paper_rules: EnvConfig,
+        recorder: PerformanceRecorder,
         seed: int = 0,
     ) -> None:
+        """positions: the champion's position book; None until an executor keeps one, and the
+        champion's paper book stands in."""
         self.exchange_id = exchange_id
         self.symbols = tuple(symbols)
         self.timeframe = timeframe
@@ -85,6 +98,9 @@ class DecisionService:
         self.patterns = patterns
         self.intents = intents
         self.features = IncrementalFeatures(self.symbols, cost)
+        self.paper_rules = paper_rules
+        self.recorder = recorder
+        self.books: dict[str, PaperBook] = {}
         self.primed = False
         self.stats = DecisionStats()
         self.generator = torch.Generator().manual_seed(seed)
@@ -94,6 +110,13 @@ class DecisionService:
         torch.set_num_threads(ctx.config.current.agent.torch_threads)
         await self.models.refresh()
         next_check = time.monotonic() + ctx.config.current.agent.model_check_interval_s
+        next_flush = time.monotonic() + FLUSH_INTERVAL_S
+        try:
+            await self._loop(ctx, next_check, next_flush)
+        finally:
+            await self.recorder.flush(self.store.pool)
+
+    async def _loop(self, ctx: ServiceContext, next_check: float, next_flush: float) -> None:
         while not ctx.stopping.is_set():
             timeout = max(0.05, min(5.0, next_check - time.monotonic()))
             ctx.liveness.beat(ctx.name, quiet_for_s=timeout)
@@ -106,6 +129,9 @@ class DecisionService:
             if time.monotonic() >= next_check:
                 await self.models.refresh()
                 next_check = time.monotonic() + ctx.config.current.agent.model_check_interval_s
+            if time.monotonic() >= next_flush:
+                await self.recorder.flush(self.store.pool)
+                next_flush = time.monotonic() + FLUSH_INTERVAL_S
             ctx.beat()
 
     async def on_bar(self, event: CandleClosed, ctx: ServiceContext) -> None:
@@ -136,7 +162,7 @@ class DecisionService:
         return (
             f"agent: champion {champion}; {self.stats.decisions} decisions over {self.stats.bars} bars "
             f"({self.stats.cold} symbol-bars before warm-up); intents: {wanted}; "
-            f"decision p50 {p50:.3f} ms, p99 {p99:.3f} ms"
+            f"decision p50 {p50:.3f} ms, p99 {p99:.3f} ms; paper results: {self.recorder.summary()}"
         )
 
     def decide(self, event: CandleClosed, *, greedy: bool, min_confidence: float) -> list[OrderIntent]:
@@ -147,22 +173,10 @@ class DecisionService:
         rows = self.features.push(event.open_time_ms, event.candles)
         warm = self.features.warm_mask
         deciders = self.models.deciders()
+        self._paper_bar(event, {runner.version for runner, _, _ in deciders})
         if not deciders:
             return []
-        snapshot = self.positions.snapshot(self.symbols)
-        pattern_memory = self.patterns.nearest_setups(self.symbols, rows)
-        has_position = torch.from_numpy(snapshot.has_position)
-        context = context_features(
-            pattern_memory=torch.from_numpy(pattern_memory).float(),
-            has_position=has_position,
-            size_multiplier=torch.from_numpy(snapshot.size_multiplier),
-            unrealised_pnl_bps=torch.from_numpy(snapshot.unrealised_pnl_bps),
-            hold_bars=torch.from_numpy(snapshot.hold_bars),
-            bars_per_day=DAY_MS / self.step_ms,
-            drawdown=torch.from_numpy(snapshot.drawdown),
-            trades_today=torch.from_numpy(snapshot.trades_today),
-            wins_today=torch.from_numpy(snapshot.wins_today),
-        )
+        pattern_memory = torch.from_numpy(self.patterns.nearest_setups(self.symbols, rows)).float()
         intents: list[OrderIntent] = []
         for runner, symbols, shadow in deciders:
             chosen = [
@@ -173,6 +187,11 @@ class DecisionService:
             self.stats.cold += sum(1 for s in symbols if s in event.candles and not warm[self._index[s]])
             if not chosen:
                 continue
+            book = self.books[runner.version]
+            view: PositionView = book if shadow or self.positions is None else self.positions
+            snapshot = view.snapshot(self.symbols)
+            has_position = torch.from_numpy(snapshot.has_position)
+            context = self._context(snapshot, has_position, pattern_memory)
             index = torch.tensor(chosen)
             decisions = runner.decide(
                 rows[chosen], context[index], has_position[index], greedy=greedy, generator=self.generator
@@ -198,6 +217,33 @@ class DecisionService:
                         shadow=shadow,
                     )
                 )
+                book.submit(intents[-1])
                 self.stats.intents[f"{runner.version}:{action.name}"] += 1
         self.stats.latency_s.append(time.perf_counter() - started)
         return intents
+
+    def _paper_bar(self, event: CandleClosed, deciding: set[str]) -> None:
+        """Fill the paper books' queued decisions at this bar's open and mark its close; a
+        version that stopped deciding (replaced champion, ended A/B) loses its book."""
+        for version in [v for v in self.books if v not in deciding]:
+            del self.books[version]
+        for version in deciding:
+            if version not in self.books:
+                self.books[version] = PaperBook(version, self.symbols, self.paper_rules)
+        for book in self.books.values():
+            self.recorder.record(book.on_bar(event.open_time_ms, event.candles))
+
+    def _context(
+        self, snapshot: PositionSnapshot, has_position: torch.Tensor, pattern_memory: torch.Tensor
+    ) -> torch.Tensor:
+        return context_features(
+            pattern_memory=pattern_memory,
+            has_position=has_position,
+            size_multiplier=torch.from_numpy(snapshot.size_multiplier),
+            unrealised_pnl_bps=torch.from_numpy(snapshot.unrealised_pnl_bps),
+            hold_bars=torch.from_numpy(snapshot.hold_bars),
+            bars_per_day=DAY_MS / self.step_ms,
+            drawdown=torch.from_numpy(snapshot.drawdown),
+            trades_today=torch.from_numpy(snapshot.trades_today),
+            wins_today=torch.from_numpy(snapshot.wins_today),
+        )

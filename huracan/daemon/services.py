@@ -12,10 +12,12 @@ import asyncpg
 
 from huracan.agent.decide import DecisionService
 from huracan.agent.models import ModelSlots
-from huracan.agent.positions import FlatBook, NoPatternMemory
+from huracan.agent.performance import PerformanceRecorder
+from huracan.agent.positions import NoPatternMemory
 from huracan.config import HuracanConfig
 from huracan.core.clock import WallClock
 from huracan.core.intents import OrderIntent
+from huracan.core.timeframe import timeframe_ms
 from huracan.daemon.heartbeat import Heartbeat
 from huracan.daemon.intent_drain import IntentDrain
 from huracan.daemon.sdnotify import Notifier
@@ -26,6 +28,7 @@ from huracan.features.market import CostAssumptions
 from huracan.market.ingest import CandleIngest, IngestPlan
 from huracan.market.universe import check_universe
 from huracan.memory.candles import CandleStore
+from huracan.rl.env import EnvConfig
 from huracan.rl.registry import ModelRegistry, model_dir_of
 
 
@@ -70,7 +73,8 @@ async def build_services(deps: ServiceDeps, resources: AsyncExitStack) -> list[S
 
 def agent_services(deps: ServiceDeps, ingest: CandleIngest, store: CandleStore) -> list[Service]:
     """The decision step on the bars `ingest` publishes, and the consumer of its intents. Until
-    the execution issue lands, positions are all flat and the intents are only recorded."""
+    the execution issue lands, the intents are only recorded and each model's paper book is
+    its position context."""
     config = deps.config
     intents: asyncio.Queue[OrderIntent] = asyncio.Queue(config.agent.intent_queue_size)
     execution = config.execution
@@ -81,13 +85,24 @@ def agent_services(deps: ServiceDeps, ingest: CandleIngest, store: CandleStore) 
         candles=ingest.topic,
         store=store,
         models=ModelSlots(ModelRegistry(deps.pool, model_dir_of(config)), ingest.plan.symbols),
-        positions=FlatBook(),
+        positions=None,  # no executor keeps a position book yet: the champion's paper book stands in
         patterns=NoPatternMemory(),
         intents=intents,
         cost=CostAssumptions(
             taker_fee_bps=execution.taker_fee_bps,
             half_spread_bps=execution.half_spread_bps,
             slippage_bps=execution.slippage_bps,
+        ),
+        paper_rules=EnvConfig(
+            fee_bps=execution.taker_fee_bps,
+            half_spread_bps=execution.half_spread_bps,
+            slippage_bps=execution.slippage_bps,
+            bars_per_day=max(1, 86_400_000 // timeframe_ms(ingest.plan.timeframe)),
+        ),
+        # Each symbol's paper account stands for the per-symbol position cap, in quote currency.
+        recorder=PerformanceRecorder(
+            equity_quote=config.risk.position_cap / config.risk.quote_to_account_rate,
+            quote_to_account=config.risk.quote_to_account_rate,
         ),
     )
     return [decide, IntentDrain(intents)]
