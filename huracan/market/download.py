@@ -412,13 +412,8 @@ async def cmd_download(
 ) -> int:
     """`huracan download`: exit 0 done, 64 bad arguments or a symbol from --symbols the exchange
     does not list, 78 the same from the configuration, 69 the exchange or database unavailable."""
-    from huracan.memory.database import DatabaseUnavailable, open_pool, prepare_database
-    from huracan.memory.migrate import (
-        MigrationError,
-        apply_migrations,
-        default_migrations_dir,
-        migration_status,
-    )
+    from huracan.memory.database import DatabaseUnavailable, SchemaNotCurrent, open_command_pool
+    from huracan.memory.migrate import MigrationError
 
     out = stdout if stdout is not None else sys.stdout
     err = stderr if stderr is not None else sys.stderr
@@ -435,15 +430,10 @@ async def cmd_download(
             await check_symbols(exchange, plan)
             store = None
             if plan.to_db:
-                dsn = await prepare_database(config.database, config.daemon.state_dir)
-                pool = await open_pool(config.database, dsn)
-                async with pool.acquire() as conn:
-                    if config.database.auto_migrate:
-                        await apply_migrations(conn, default_migrations_dir())
-                    elif not (await migration_status(conn, default_migrations_dir())).is_current:
-                        raise DownloadError(
-                            "the database schema is not current: run `huracan migrate`", EX_CONFIG
-                        )
+                try:
+                    pool = await open_command_pool(config.database, config.daemon.state_dir)
+                except SchemaNotCurrent as exc:
+                    raise DownloadError(str(exc), EX_CONFIG) from None
                 store = CandleStore(pool)
             await download(exchange, plan, store=store, progress=progress_for(err), summary=summary)
     except DownloadError as exc:

@@ -133,6 +133,29 @@ async def open_pool(settings: DatabaseSettings, dsn: str) -> asyncpg.Pool:
         raise DatabaseUnavailable(str(exc)) from exc
 
 
+class SchemaNotCurrent(RuntimeError):
+    """database.auto_migrate is off and migrations are pending."""
+
+
+async def open_command_pool(settings: DatabaseSettings, state_dir: Path) -> asyncpg.Pool:
+    """A pool on a current schema, for the commands that read and write the memory (download,
+    train, models): migrated first when database.auto_migrate is on, refused with
+    SchemaNotCurrent when it is off and migrations are pending."""
+    from huracan.memory.migrate import apply_migrations, default_migrations_dir, migration_status
+
+    pool = await open_pool(settings, await prepare_database(settings, state_dir))
+    try:
+        async with pool.acquire() as conn:
+            if settings.auto_migrate:
+                await apply_migrations(conn, default_migrations_dir())
+            elif not (await migration_status(conn, default_migrations_dir())).is_current:
+                raise SchemaNotCurrent("the database schema is not current: run `huracan migrate`")
+    except BaseException:
+        await pool.close()
+        raise
+    return pool
+
+
 @asynccontextmanager
 async def configured_connection(
     settings: DatabaseSettings, state_dir: Path

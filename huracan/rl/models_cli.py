@@ -211,28 +211,18 @@ async def cmd_models(
     stderr: TextIO | None = None,
 ) -> int:
     """`huracan models ACTION`; the exit statuses are in the module docstring."""
-    from huracan.memory.database import DatabaseUnavailable, open_pool, prepare_database
-    from huracan.memory.migrate import (
-        MigrationError,
-        apply_migrations,
-        default_migrations_dir,
-        migration_status,
-    )
+    from huracan.memory.database import DatabaseUnavailable, SchemaNotCurrent, open_command_pool
+    from huracan.memory.migrate import MigrationError
 
     out = stdout if stdout is not None else sys.stdout
     err = stderr if stderr is not None else sys.stderr
     pool = None
     try:
         _check_args(args)
-        dsn = await prepare_database(config.database, config.daemon.state_dir)
-        pool = await open_pool(config.database, dsn)
-        async with pool.acquire() as conn:
-            if config.database.auto_migrate:
-                await apply_migrations(conn, default_migrations_dir())
-            elif not (await migration_status(conn, default_migrations_dir())).is_current:
-                raise ModelsCommandError(
-                    "the database schema is not current: run `huracan migrate`", EX_CONFIG
-                )
+        try:
+            pool = await open_command_pool(config.database, config.daemon.state_dir)
+        except SchemaNotCurrent as exc:
+            raise ModelsCommandError(str(exc), EX_CONFIG) from None
         await _run_action(ModelRegistry(pool, model_dir_of(config)), args, out)
     except ModelsCommandError as exc:
         print(f"huracan models: {exc}", file=err)

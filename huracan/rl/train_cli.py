@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, TextIO
 
 from huracan.config import HuracanConfig
 from huracan.core.candle import CandleSeries
-from huracan.exit_codes import EX_OK, EX_SOFTWARE, EX_UNAVAILABLE, EX_USAGE
+from huracan.exit_codes import EX_CONFIG, EX_OK, EX_SOFTWARE, EX_UNAVAILABLE, EX_USAGE
 from huracan.logs import get_logger
 from huracan.market.download import render_bar
 
@@ -141,8 +141,8 @@ async def cmd_train(
     from huracan.features.market import WARMUP_BARS, CostAssumptions
     from huracan.features.schema import STATE_SCHEMA
     from huracan.memory.candles import CandleStore
-    from huracan.memory.database import DatabaseUnavailable, open_pool, prepare_database
-    from huracan.memory.migrate import apply_migrations, default_migrations_dir
+    from huracan.memory.database import DatabaseUnavailable, SchemaNotCurrent, open_command_pool
+    from huracan.memory.migrate import MigrationError
     from huracan.rl.checkpoint import CheckpointError
     from huracan.rl.env import EnvConfig
     from huracan.rl.ppo import PPOConfig
@@ -163,14 +163,14 @@ async def cmd_train(
     execution = config.execution
     min_bars = WARMUP_BARS + 4 * training.episode_bars
     try:
-        dsn = await prepare_database(config.database, config.daemon.state_dir)
-        pool = await open_pool(config.database, dsn)
+        pool = await open_command_pool(config.database, config.daemon.state_dir)
     except DatabaseUnavailable as exc:
         print(f"huracan train: database unavailable: {exc}", file=err)
         return EX_UNAVAILABLE
+    except (SchemaNotCurrent, MigrationError) as exc:
+        print(f"huracan train: {exc}", file=err)
+        return EX_CONFIG
     try:
-        async with pool.acquire() as conn:
-            await apply_migrations(conn, default_migrations_dir())
         series: dict[str, CandleSeries] = {}
         used = request.source
         if request.source in ("auto", "database"):
