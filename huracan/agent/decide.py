@@ -113,6 +113,10 @@ class DecisionService:
         next_flush = time.monotonic() + FLUSH_INTERVAL_S
         try:
             await self._loop(ctx, next_check, next_flush)
+            # Bars already published are decided before stopping (at most the inbox's 64), so
+            # the end of a replay is not cut short by the stop request it triggers.
+            while not self.inbox.empty():
+                await self.on_bar(self.inbox.get_nowait(), ctx)
         finally:
             await self.recorder.flush(self.store.pool)
 
