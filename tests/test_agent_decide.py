@@ -276,3 +276,13 @@ def test_a_model_of_another_schema_or_shape_is_refused(normaliser_state: dict[st
     broken = replace(good, normaliser={"count": 1.0, "mean": [0.0], "var": [1.0]})
     with pytest.raises(CheckpointError, match="normaliser"):
         PolicyRunner(broken, "m-broken")
+    # Readable but of the wrong width: it would fail (or broadcast wrongly) on every bar.
+    narrow = RunningNormaliser(10)
+    narrow.update(np.ones((3, 10)))
+    with pytest.raises(CheckpointError, match="normaliser has 10 columns"):
+        PolicyRunner(replace(good, normaliser=narrow.state()), "m-narrow")
+    # A diverged training run: NaN weights would decide nothing sensible.
+    weights = {k: v.clone() for k, v in good.policy_state.items()}
+    weights["policy_head.bias"][0] = float("nan")
+    with pytest.raises(CheckpointError, match="NaN"):
+        PolicyRunner(replace(good, policy_state=weights), "m-nan")

@@ -54,6 +54,7 @@ class DecisionStats:
     bars: int = 0
     decisions: int = 0  # symbol-model pairs decided
     cold: int = 0  # symbol-bars skipped because the features were not warm
+    dropped_at_stop: int = 0  # intents of the last bars that found the queue full while stopping
     intents: Counter[str] = field(default_factory=Counter)  # by "version:ACTION"
     latency_s: deque[float] = field(default_factory=lambda: deque(maxlen=10_000))
 
@@ -116,7 +117,7 @@ class DecisionService:
             # Bars already published are decided before stopping (at most the inbox's 64), so
             # the end of a replay is not cut short by the stop request it triggers.
             while not self.inbox.empty():
-                await self.on_bar(self.inbox.get_nowait(), ctx)
+                await self.on_bar(self.inbox.get_nowait(), ctx, stopping=True)
         finally:
             await self.recorder.flush(self.store.pool)
 
@@ -138,12 +139,17 @@ class DecisionService:
                 next_flush = time.monotonic() + FLUSH_INTERVAL_S
             ctx.beat()
 
-    async def on_bar(self, event: CandleClosed, ctx: ServiceContext) -> None:
+    async def on_bar(self, event: CandleClosed, ctx: ServiceContext, *, stopping: bool = False) -> None:
         if not self.primed:
             await self.prime(event.open_time_ms)
         agent = ctx.config.current.agent
         for intent in self.decide(event, greedy=agent.greedy, min_confidence=agent.min_confidence):
-            await self.intents.put(intent)  # a full queue holds the bar stream back: backpressure
+            if not stopping:
+                await self.intents.put(intent)  # a full queue holds the bar stream back: backpressure
+            elif self.intents.full():  # its consumer may be gone: never block a shutdown
+                self.stats.dropped_at_stop += 1
+            else:
+                self.intents.put_nowait(intent)
 
     async def prime(self, first_open_ms: int) -> None:
         """Load the stored bars before the first live bar into the feature windows."""

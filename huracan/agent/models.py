@@ -61,8 +61,9 @@ class ModelSlots:
             self.challenger = Challenger(self.challenger.runner, symbols)
             return
         runner = await self._load(shadow, "challenger")
+        # A challenger that does not load decides nothing; the one it replaced is no longer in test.
+        self.challenger = Challenger(runner, symbols) if runner is not None else None
         if runner is not None:
-            self.challenger = Challenger(runner, symbols)
             log.info("A/B challenger in shadow", version=shadow.version, share=share, symbols=sorted(symbols))
 
     async def _load(self, record: ModelRecord, role: str) -> PolicyRunner | None:

@@ -90,10 +90,15 @@ class PerformanceRecorder:
             )
             for (version, day), t in batch.items()
         ]
+        committed = False
         try:
-            async with pool.acquire() as conn, conn.transaction():
-                await conn.executemany(UPSERT, rows)
+            async with pool.acquire() as conn:
+                async with conn.transaction():
+                    await conn.executemany(UPSERT, rows)
+                committed = True
         except BaseException:
+            if committed:  # failed after COMMIT (releasing the connection): written, not again
+                raise
             # Not written: keep them for the next flush (merged with what came since).
             for key, tally in batch.items():
                 merged = self.pending.setdefault(key, DayTally())

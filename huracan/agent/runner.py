@@ -12,6 +12,7 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
+from huracan.features.context import CONTEXT_WIDTH
 from huracan.features.normaliser import RunningNormaliser
 from huracan.features.schema import STATE_SCHEMA, FeatureSchema
 from huracan.rl.checkpoint import Checkpoint, CheckpointError, SchemaMismatch
@@ -39,6 +40,15 @@ class PolicyRunner:
             self.normaliser = RunningNormaliser.from_state(checkpoint.normaliser)
         except (ValueError, RuntimeError) as exc:  # a shape or state that does not fit the network
             raise CheckpointError(f"model {version}: weights or normaliser unusable: {exc}") from None
+        market_width = schema.size - CONTEXT_WIDTH
+        if self.normaliser.width != market_width:
+            raise CheckpointError(
+                f"model {version}: normaliser has {self.normaliser.width} columns, the market block {market_width}"
+            )
+        if not all(
+            bool(torch.isfinite(t).all()) for t in checkpoint.policy_state.values() if t.is_floating_point()
+        ):
+            raise CheckpointError(f"model {version}: weights hold NaN or infinity (a diverged training run)")
         if self.policy.observation_size != schema.size:
             raise CheckpointError(
                 f"model {version}: network takes {self.policy.observation_size} inputs, the state has {schema.size}"

@@ -8,6 +8,7 @@ identified by the sha256 of its bytes; the registry stores it and loads verify i
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -36,7 +37,7 @@ class Checkpoint:
     schema_hash: str
     feature_names: tuple[str, ...]
     policy_state: dict[str, torch.Tensor]
-    # Running statistics of the market block: {"count": float, "mean": [...], "var": [...]}.
+    # Running statistics of the market block: {"count": float, "mean": [...], "m2": [...]}.
     normaliser: dict[str, Any]
     # Plain values only (numbers, strings, lists, dicts): network, environment, PPO, features.
     config: dict[str, Any]
@@ -83,20 +84,22 @@ def load_checkpoint(
     path: Path, *, expected_schema_hash: str | None = None, expected_sha256: str | None = None
 ) -> Checkpoint:
     """Load and check a model file. Raises CheckpointError (or a subclass) naming the file."""
+    # One read: the bytes whose hash is checked are the bytes that are loaded.
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: model file not found") from None
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot read model file: {exc.strerror or exc}") from None
     if expected_sha256 is not None:
-        try:
-            actual = file_sha256(path)
-        except OSError as exc:
-            raise CheckpointError(f"{path}: cannot read model file: {exc.strerror or exc}") from None
+        actual = hashlib.sha256(data).hexdigest()
         if actual != expected_sha256:
             raise ArtefactCorrupt(
                 f"{path}: sha256 {actual[:12]}... does not match the registered {expected_sha256[:12]}...; "
                 "the file was changed or damaged after registration"
             )
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise CheckpointError(f"{path}: model file not found") from None
+        payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a damaged or foreign file
         raise CheckpointError(f"{path}: not a readable Huracan model ({type(exc).__name__}: {exc})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT_VERSION:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, TextIO
 
 from huracan.config import HuracanConfig
 from huracan.core.candle import CandleSeries
+from huracan.core.timeframe import timeframe_ms
 from huracan.exit_codes import EX_CONFIG, EX_OK, EX_SOFTWARE, EX_UNAVAILABLE, EX_USAGE
 from huracan.logs import get_logger
 from huracan.market.download import render_bar
@@ -205,6 +206,7 @@ async def cmd_train(
                 fee_bps=execution.taker_fee_bps,
                 half_spread_bps=execution.half_spread_bps,
                 slippage_bps=execution.slippage_bps,
+                bars_per_day=max(1, 86_400_000 // timeframe_ms(timeframe)),
                 seed=request.seed,
             ),
             ppo=PPOConfig(

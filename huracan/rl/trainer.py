@@ -64,9 +64,12 @@ class Features:
     def market_data(self, normaliser: RunningNormaliser, start: int, end: int) -> MarketData:
         """Bars [start, end) for the environment, features normalised with `normaliser`."""
         raw = self.market[:, start:end]
-        normalised = normaliser.normalise(raw)
-        warm = np.isfinite(raw).all(axis=(0, 2))
+        warm = np.asarray(np.isfinite(raw).all(axis=(0, 2)))
         first_valid = int(np.flatnonzero(warm)[0]) if warm.any() else 0
+        if not warm[first_valid:].all():  # normalising would turn the NaN into the mean: refuse
+            bad = start + first_valid + int(np.flatnonzero(~warm[first_valid:])[0])
+            raise ValueError(f"market features are not finite at bar {bad}, after the warm-up")
+        normalised = normaliser.normalise(raw)
         return MarketData.from_numpy(
             normalised,
             self.open[:, start:end],
