@@ -48,7 +48,7 @@ async def test_slots_follow_the_registry_and_keep_a_model_that_works(
     db_pool: asyncpg.Pool, tmp_path: Path
 ) -> None:
     registry = ModelRegistry(db_pool, tmp_path / "models")
-    slots = ModelSlots(registry, SYMBOLS)
+    slots = ModelSlots(registry, SYMBOLS, bars_per_day=288)
     await slots.refresh()
     assert champion_of(slots) is None
     assert slots.deciders() == []
@@ -82,7 +82,7 @@ async def test_an_ab_challenger_decides_for_its_share(db_pool: asyncpg.Pool, tmp
     await registry.promote(champion.version, expected_schema_hash=STATE_SCHEMA.hash)
     challenger = await registry.register(model_file(tmp_path / "b.pt", 2))
     await registry.start_ab(challenger.version, share=0.4, expected_schema_hash=STATE_SCHEMA.hash)
-    slots = ModelSlots(registry, SYMBOLS)
+    slots = ModelSlots(registry, SYMBOLS, bars_per_day=288)
     await slots.refresh()
     deciders = slots.deciders()
     assert [(r.version, len(s), shadow) for r, s, shadow in deciders] == [
@@ -92,3 +92,15 @@ async def test_an_ab_challenger_decides_for_its_share(db_pool: asyncpg.Pool, tmp
     await registry.stop_ab()
     await slots.refresh()
     assert [shadow for _, _, shadow in slots.deciders()] == [False]
+
+
+async def test_a_model_of_another_timeframe_is_refused(db_pool: asyncpg.Pool, tmp_path: Path) -> None:
+    registry = ModelRegistry(db_pool, tmp_path / "models")
+    five_minute = await registry.register(model_file(tmp_path / "a.pt", 1))  # EnvConfig(): 288 bars a day
+    await registry.promote(five_minute.version, expected_schema_hash=STATE_SCHEMA.hash)
+    hourly = ModelSlots(registry, SYMBOLS, bars_per_day=24)
+    await hourly.refresh()
+    assert hourly.deciders() == []
+    five_minute_slots = ModelSlots(registry, SYMBOLS, bars_per_day=288)
+    await five_minute_slots.refresh()
+    assert champion_of(five_minute_slots) == five_minute.version

@@ -27,9 +27,10 @@ class Challenger:
 
 
 class ModelSlots:
-    def __init__(self, registry: ModelRegistry, symbols: Sequence[str]) -> None:
+    def __init__(self, registry: ModelRegistry, symbols: Sequence[str], bars_per_day: int) -> None:
         self.registry = registry
         self.symbols = tuple(symbols)
+        self.bars_per_day = bars_per_day
         self.champion: PolicyRunner | None = None
         self.challenger: Challenger | None = None
         # Versions that failed to load, so a broken artefact is reported once, not every check.
@@ -69,7 +70,7 @@ class ModelSlots:
     async def _load(self, record: ModelRecord, role: str) -> PolicyRunner | None:
         try:
             checkpoint = await self.registry.load(record, expected_schema_hash=STATE_SCHEMA.hash)
-            return PolicyRunner(checkpoint, record.version)
+            return PolicyRunner(checkpoint, record.version, bars_per_day=self.bars_per_day)
         except CheckpointError as exc:
             key = (record.version, record.artifact_sha256 or "")
             if key not in self._refused:

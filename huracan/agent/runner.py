@@ -26,7 +26,16 @@ class Decisions:
 
 
 class PolicyRunner:
-    def __init__(self, checkpoint: Checkpoint, version: str, *, schema: FeatureSchema = STATE_SCHEMA) -> None:
+    def __init__(
+        self,
+        checkpoint: Checkpoint,
+        version: str,
+        *,
+        schema: FeatureSchema = STATE_SCHEMA,
+        bars_per_day: int | None = None,
+    ) -> None:
+        """bars_per_day: the live timeframe's; a model trained on another timeframe is refused
+        (its hold-duration context and every window length would mean something else)."""
         # The hash was checked on load; the names are compared too, so a message can say what moved.
         if checkpoint.schema_hash != schema.hash or tuple(checkpoint.feature_names) != schema.names:
             moved = [n for n in checkpoint.feature_names if n not in schema.names][:5]
@@ -40,6 +49,12 @@ class PolicyRunner:
             self.normaliser = RunningNormaliser.from_state(checkpoint.normaliser)
         except (ValueError, RuntimeError) as exc:  # a shape or state that does not fit the network
             raise CheckpointError(f"model {version}: weights or normaliser unusable: {exc}") from None
+        trained_bars_per_day = checkpoint.config.get("env", {}).get("bars_per_day")
+        if bars_per_day is not None and trained_bars_per_day != bars_per_day:
+            raise SchemaMismatch(
+                f"model {version}: trained on {trained_bars_per_day} bars a day, this daemon's timeframe "
+                f"has {bars_per_day}; train a model for this timeframe"
+            )
         market_width = schema.size - CONTEXT_WIDTH
         if self.normaliser.width != market_width:
             raise CheckpointError(

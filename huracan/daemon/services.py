@@ -77,6 +77,7 @@ def agent_services(deps: ServiceDeps, ingest: CandleIngest, store: CandleStore) 
     its position context."""
     config = deps.config
     intents: asyncio.Queue[OrderIntent] = asyncio.Queue(config.agent.intent_queue_size)
+    bars_per_day = max(1, 86_400_000 // timeframe_ms(ingest.plan.timeframe))
     execution = config.execution
     decide = DecisionService(
         exchange_id=ingest.source.exchange_id,
@@ -84,7 +85,7 @@ def agent_services(deps: ServiceDeps, ingest: CandleIngest, store: CandleStore) 
         timeframe=ingest.plan.timeframe,
         candles=ingest.topic,
         store=store,
-        models=ModelSlots(ModelRegistry(deps.pool, model_dir_of(config)), ingest.plan.symbols),
+        models=ModelSlots(ModelRegistry(deps.pool, model_dir_of(config)), ingest.plan.symbols, bars_per_day),
         positions=None,  # no executor keeps a position book yet: the champion's paper book stands in
         patterns=NoPatternMemory(),
         intents=intents,
@@ -97,7 +98,7 @@ def agent_services(deps: ServiceDeps, ingest: CandleIngest, store: CandleStore) 
             fee_bps=execution.taker_fee_bps,
             half_spread_bps=execution.half_spread_bps,
             slippage_bps=execution.slippage_bps,
-            bars_per_day=max(1, 86_400_000 // timeframe_ms(ingest.plan.timeframe)),
+            bars_per_day=bars_per_day,
         ),
         # Each symbol's paper account stands for the per-symbol position cap, in quote currency.
         recorder=PerformanceRecorder(
