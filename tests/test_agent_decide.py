@@ -16,7 +16,7 @@ import torch
 from huracan.agent.decide import DecisionService
 from huracan.agent.models import Challenger, ModelSlots
 from huracan.agent.performance import PerformanceRecorder
-from huracan.agent.positions import FlatBook, NoPatternMemory, PositionSnapshot
+from huracan.agent.positions import NoPatternMemory, PositionSnapshot
 from huracan.agent.runner import PolicyRunner
 from huracan.config.settings import BUNDLED_CANDLES_DIR
 from huracan.core.bus import Topic
@@ -108,7 +108,7 @@ def service(slots: ModelSlots, positions: object = None) -> DecisionService:
         candles=Topic("candle-closed"),
         store=None,  # type: ignore[arg-type]  # priming from the database is not exercised here
         models=slots,
-        positions=positions or FlatBook(),  # type: ignore[arg-type]
+        positions=positions or LongBook(set()),  # type: ignore[arg-type]  # default: all flat
         patterns=NoPatternMemory(),
         intents=asyncio.Queue(),
         cost=CostAssumptions(),

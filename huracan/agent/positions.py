@@ -1,10 +1,10 @@
 """What the agent needs to know about positions and the day's trading, per symbol.
 
 The position book belongs to execution; the decision step reads it through `PositionView`.
-Until an executor keeps a book (the execution issue), `FlatBook` answers: no fills ever
-happen, so every symbol is flat and the day has no trades. Pattern memory likewise comes
-through `PatternMemoryView`; `NoPatternMemory` gives the zeros the state schema specifies
-until the pattern library feeds it.
+Until an executor keeps a book (the execution issue), each model's paper book
+(huracan/agent/paper.py) is its view. Pattern memory likewise comes through
+`PatternMemoryView`; `NoPatternMemory` gives the zeros the state schema specifies until the
+pattern library feeds it.
 """
 
 from __future__ import annotations
@@ -47,13 +47,6 @@ class PatternMemoryView(Protocol):
     ) -> npt.NDArray[np.float64]:
         """[S, 3]: win rate, average profit in bps and reliability of the nearest past setups."""
         ...
-
-
-class FlatBook:
-    """Every symbol flat: the view in force while no executor keeps a position book."""
-
-    def snapshot(self, symbols: Sequence[str]) -> PositionSnapshot:
-        return PositionSnapshot.flat(len(symbols))
 
 
 class NoPatternMemory:
