@@ -1,4 +1,5 @@
-"""The `huracan` command: run | migrate | verify | train | models | retrain | download | db."""
+"""The `huracan` command: run | migrate | verify | train | models | retrain | download | db |
+halt | reduce | resume | state."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from huracan.daemon.app import Daemon
 from huracan.exit_codes import EX_CONFIG, EX_OK, EX_SOFTWARE, EX_UNAVAILABLE, EX_USAGE
 from huracan.logs import configure_logging, register_secrets
 from huracan.market.download import add_download_parser, cmd_download
+from huracan.risk.state_cli import add_state_parsers, cmd_state
 from huracan.rl.models_cli import add_models_parser, cmd_models
 from huracan.rl.train_cli import add_train_parser, cmd_train
 
@@ -47,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_download_parser(commands, parents=[common])
     add_train_parser(commands, parents=[common])
     add_models_parser(commands, parents=[common])
+    add_state_parsers(commands, parents=[common])
 
     db = commands.add_parser("db", parents=[common], help="the private PostgreSQL cluster")
     db.add_argument(
@@ -91,6 +94,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run_async(cmd_models(config, args))
     if args.command == "migrate":
         return _run_async(_cmd_migrate(config, status_only=args.status))
+    if args.command in ("halt", "reduce", "resume", "state"):
+        return _run_async(cmd_state(config, args))
     if args.command == "retrain":
         print(
             "huracan retrain: not available yet; walk-forward retraining arrives with the retrain issue. "
@@ -128,6 +133,7 @@ def _cmd_run(config: HuracanConfig, args: argparse.Namespace) -> int:
 
 def replay_summary(daemon: Daemon) -> str:
     from huracan.agent.decide import DecisionService
+    from huracan.execution.service import TradingService
     from huracan.market.ingest import CandleIngest
 
     ingest = next((s for s in daemon.services if isinstance(s, CandleIngest)), None)
@@ -138,7 +144,10 @@ def replay_summary(daemon: Daemon) -> str:
     lines = []
     decide = next((s for s in daemon.services if isinstance(s, DecisionService)), None)
     if decide is not None:
-        lines.append(decide.summary() + " (no risk gate or executor yet: intents are recorded, not traded)")
+        lines.append(decide.summary())
+    trading = next((s for s in daemon.services if isinstance(s, TradingService)), None)
+    if trading is not None:
+        lines.append(trading.summary())
     lines.append(
         f"replay summary: {len(ingest.plan.symbols)} symbols at {ingest.plan.timeframe}; "
         f"{stats.stored} bars stored, {stats.published} bar times published, "

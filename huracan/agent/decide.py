@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter, deque
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 
@@ -30,12 +30,12 @@ from huracan.agent.performance import PerformanceRecorder
 from huracan.agent.positions import PatternMemoryView, PositionSnapshot, PositionView
 from huracan.core.bus import Topic
 from huracan.core.events import CandleClosed
-from huracan.core.intents import ENTRY_ACTIONS, AgentAction, OrderIntent
+from huracan.core.intents import ENTRY_ACTIONS, AgentAction, BarDecided, OrderIntent
 from huracan.core.timeframe import timeframe_ms
 from huracan.daemon.service import ServiceContext
 from huracan.features.context import context_features
 from huracan.features.incremental import IncrementalFeatures
-from huracan.features.market import WARMUP_BARS, CostAssumptions
+from huracan.features.market import WARMUP_BARS, CostAssumptions, regime_name
 from huracan.logs import get_logger
 from huracan.memory.candles import CandleStore
 from huracan.rl.env import EnvConfig
@@ -79,14 +79,16 @@ class DecisionService:
         models: ModelSlots,
         positions: PositionView | None,
         patterns: PatternMemoryView,
-        intents: asyncio.Queue[OrderIntent],
+        intents: asyncio.Queue[OrderIntent | BarDecided],
         cost: CostAssumptions,
         paper_rules: EnvConfig,
         recorder: PerformanceRecorder,
         seed: int = 0,
+        positions_ready: Callable[[int], Awaitable[None]] | None = None,
     ) -> None:
-        """positions: the champion's position book; None until an executor keeps one, and the
-        champion's paper book stands in."""
+        """positions: the champion's position book (the executor's); None: the champion's paper
+        book stands in. positions_ready(t): waits until the book has taken bar t's fills, so a
+        decision on bar t sees the position as the training environment would."""
         self.exchange_id = exchange_id
         self.symbols = tuple(symbols)
         self.timeframe = timeframe
@@ -101,6 +103,7 @@ class DecisionService:
         self.features = IncrementalFeatures(self.symbols, cost)
         self.paper_rules = paper_rules
         self.recorder = recorder
+        self.positions_ready = positions_ready
         self.books: dict[str, PaperBook] = {}
         self.primed = False
         self.stats = DecisionStats()
@@ -142,14 +145,20 @@ class DecisionService:
     async def on_bar(self, event: CandleClosed, ctx: ServiceContext, *, stopping: bool = False) -> None:
         if not self.primed:
             await self.prime(event.open_time_ms)
+        if self.positions_ready is not None and not stopping:
+            await self.positions_ready(event.open_time_ms)
         agent = ctx.config.current.agent
-        for intent in self.decide(event, greedy=agent.greedy, min_confidence=agent.min_confidence):
+        decided: list[OrderIntent | BarDecided] = [
+            *self.decide(event, greedy=agent.greedy, min_confidence=agent.min_confidence),
+            BarDecided(event.open_time_ms),
+        ]
+        for item in decided:
             if not stopping:
-                await self.intents.put(intent)  # a full queue holds the bar stream back: backpressure
+                await self.intents.put(item)  # a full queue holds the bar stream back: backpressure
             elif self.intents.full():  # its consumer may be gone: never block a shutdown
-                self.stats.dropped_at_stop += 1
+                self.stats.dropped_at_stop += isinstance(item, OrderIntent)
             else:
-                self.intents.put_nowait(intent)
+                self.intents.put_nowait(item)
 
     async def prime(self, first_open_ms: int) -> None:
         """Load the stored bars before the first live bar into the feature windows."""
@@ -216,6 +225,7 @@ class DecisionService:
                 if confidence < min_confidence:
                     continue
                 symbol = self.symbols[i]
+                state = (*rows[i].tolist(), *context[i].tolist())
                 intents.append(
                     OrderIntent.from_action(
                         action,
@@ -225,6 +235,8 @@ class DecisionService:
                         model_version=runner.version,
                         confidence=float(confidence),
                         shadow=shadow,
+                        state=state,
+                        regime=regime_name(rows[i]),
                     )
                 )
                 book.submit(intents[-1])

@@ -122,7 +122,9 @@ class DatabaseSettings(Section):
 class RiskSettings(Section):
     account_currency: str = Field("GBP", pattern=r"^[A-Z]{3,5}$")
     quote_to_account_rate: Money = Decimal("0.79")
+    capital: Money = Decimal("10000")
     position_cap: Money = Decimal("5000")
+    normal_position: Money = Decimal("3000")
     daily_loss_limit: Money = Decimal("500")
     max_heat_pct: float = Field(15.0, gt=0, le=100)
     circuit_breaker_loss: Money = Decimal("1000")
@@ -132,6 +134,7 @@ class RiskSettings(Section):
     price_collar_bps: Bps = 100.0
     scale_down_instead_of_reject: bool = True
     trading_day_timezone: str = "Europe/London"
+    flatten_on_circuit_breaker: bool = True
 
     @field_validator("trading_day_timezone")
     @classmethod
@@ -181,6 +184,12 @@ class ExecutionSettings(Section):
     take_profit_bps: Bps = 300.0
     max_hold_bars: int = Field(48, ge=1)
     order_timeout_s: PositiveSeconds = 10.0
+    signal_ttl_s: PositiveSeconds = 600.0
+    max_volume_share: float = Field(0.1, gt=0, le=1)
+    order_poll_interval_s: PositiveSeconds = 2.0
+    reconcile_balances_interval_s: PositiveSeconds = 60.0
+    unknown_venue_orders: Literal["adopt", "cancel"] = "cancel"
+    client_order_prefix: str = Field("hur", pattern=r"^[a-zA-Z0-9]{1,16}$")
 
 
 class MemorySettings(Section):

@@ -55,6 +55,8 @@ class OrderIntent:
     confidence: float  # probability the policy gave the chosen action, 0..1
     reason: str = "agent"  # agent | stop_loss | take_profit | time_exit | reconciliation ...
     shadow: bool = False
+    state: tuple[float, ...] = ()  # the state vector the model decided on (entries: trade memory)
+    regime: str = "unknown"  # the market regime at the decision
 
     @classmethod
     def from_action(
@@ -67,6 +69,8 @@ class OrderIntent:
         model_version: str,
         confidence: float,
         shadow: bool = False,
+        state: tuple[float, ...] = (),
+        regime: str = "unknown",
     ) -> OrderIntent:
         if action not in ENTRY_ACTIONS and action is not AgentAction.EXIT_POSITION:
             raise ValueError(f"{action.name} changes no position and makes no intent")
@@ -80,4 +84,14 @@ class OrderIntent:
             model_version=model_version,
             confidence=confidence,
             shadow=shadow,
+            state=state,
+            regime=regime,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class BarDecided:
+    """Put on the intent queue after a bar's intents: the decision step is done with that bar,
+    so execution may move on to the next one (replay keeps decisions and fills in bar order)."""
+
+    open_time_ms: int

@@ -1,5 +1,5 @@
 """Which services the daemon runs, built from the configuration: the one place that wires the
-venue, the market data, the agent, (later) the risk gate and the executors together."""
+venue, the market data, the agent, the risk gate and the executor together."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import asyncio
 from collections.abc import Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
+from decimal import Decimal
 
 import asyncpg
 
@@ -15,19 +16,31 @@ from huracan.agent.models import ModelSlots
 from huracan.agent.performance import PerformanceRecorder
 from huracan.agent.positions import NoPatternMemory
 from huracan.config import HuracanConfig
+from huracan.core.bus import Topic
 from huracan.core.clock import WallClock
-from huracan.core.intents import OrderIntent
+from huracan.core.events import CandleClosed
+from huracan.core.intents import BarDecided, OrderIntent
 from huracan.core.timeframe import timeframe_ms
 from huracan.daemon.heartbeat import Heartbeat
-from huracan.daemon.intent_drain import IntentDrain
 from huracan.daemon.sdnotify import Notifier
 from huracan.daemon.service import Service
 from huracan.exchange.adapter import ExchangeAdapter
+from huracan.exchange.models import MarketRules
 from huracan.exchange.replay import ReplayVenue
+from huracan.execution.executor import Executor, Venue
+from huracan.execution.fill_model import FillCosts
+from huracan.execution.journal import OrderJournal
+from huracan.execution.maker import MakerRules
+from huracan.execution.positions import PositionBook
+from huracan.execution.reconcile import Reconciler
+from huracan.execution.service import TradingService
+from huracan.execution.sim_venue import SimulatedVenue, replay_market_rules
 from huracan.features.market import CostAssumptions
 from huracan.market.ingest import CandleIngest, IngestPlan
 from huracan.market.universe import check_universe
 from huracan.memory.candles import CandleStore
+from huracan.risk.gate import RiskGate
+from huracan.risk.manager import RiskManager
 from huracan.rl.env import EnvConfig
 from huracan.rl.registry import ModelRegistry, model_dir_of
 
@@ -48,8 +61,11 @@ async def build_services(deps: ServiceDeps, resources: AsyncExitStack) -> list[S
     services: list[Service] = [Heartbeat(deps.pool, deps.notifier)]
     universe = config.universe
     store = CandleStore(deps.pool)
+    costs = FillCosts.from_settings(
+        config.execution, max_volume_share=Decimal(str(config.execution.max_volume_share))
+    )
     if config.exchange.mode == "replay":
-        venue = ReplayVenue.from_directory(
+        replay = ReplayVenue.from_directory(
             universe.replay_data_dir,
             universe.symbols,
             universe.timeframe,
@@ -60,25 +76,58 @@ async def build_services(deps: ServiceDeps, resources: AsyncExitStack) -> list[S
         plan = IngestPlan(
             tuple(universe.symbols), universe.timeframe, universe.backfill_days, close_delay_ms=0
         )
-        ingest = CandleIngest(plan, venue, store, venue.clock, on_exhausted=deps.on_replay_end)
-        return [*services, ingest, *agent_services(deps, ingest, store)]
-    # shadow and live: market data from the exchange. Orders (simulated in shadow, real in live)
-    # come with the execution issue; until then both modes ingest and publish market data only.
+        ingest = CandleIngest(plan, replay, store, replay.clock, on_exhausted=deps.on_replay_end)
+        markets = replay_market_rules({s: replay.series[s] for s in universe.symbols})
+        simulated = SimulatedVenue(replay.exchange_id, markets, costs, replay.clock.now_ms)
+        trading = trading_services(deps, ingest, store, simulated, simulated, markets, replay.clock.now_ms)
+        return [*services, ingest, *trading]
+    # shadow and live: market data from the exchange; shadow fills simulated, live fills real.
     adapter = await resources.enter_async_context(ExchangeAdapter(config.exchange))
     await check_universe(adapter, universe.symbols)
+    all_markets = await adapter.load_markets()
+    markets = {s: all_markets[s] for s in universe.symbols}
     plan = IngestPlan(tuple(universe.symbols), universe.timeframe, universe.backfill_days)
-    ingest = CandleIngest(plan, adapter, store, WallClock())
-    return [*services, ingest, *agent_services(deps, ingest, store)]
+    clock = WallClock()
+    ingest = CandleIngest(plan, adapter, store, clock)
+    if config.exchange.mode == "shadow":
+        simulated = SimulatedVenue(adapter.exchange_id, markets, costs, clock.now_ms)
+        return [
+            *services,
+            ingest,
+            *trading_services(deps, ingest, store, simulated, simulated, markets, clock.now_ms),
+        ]
+    return [*services, ingest, *trading_services(deps, ingest, store, adapter, None, markets, clock.now_ms)]
 
 
-def agent_services(deps: ServiceDeps, ingest: CandleIngest, store: CandleStore) -> list[Service]:
-    """The decision step on the bars `ingest` publishes, and the consumer of its intents. Until
-    the execution issue lands, the intents are only recorded and each model's paper book is
-    its position context."""
+def trading_services(
+    deps: ServiceDeps,
+    ingest: CandleIngest,
+    store: CandleStore,
+    venue: Venue,
+    simulated: SimulatedVenue | None,
+    markets: dict[str, MarketRules],
+    now_ms: Callable[[], int],
+) -> list[Service]:
+    """The decision step on the bars `ingest` publishes, and the trading task (the risk gate
+    over the intent queue, the executor, the position book) that trades its intents."""
     config = deps.config
-    intents: asyncio.Queue[OrderIntent] = asyncio.Queue(config.agent.intent_queue_size)
-    bars_per_day = max(1, 86_400_000 // timeframe_ms(ingest.plan.timeframe))
     execution = config.execution
+    rate = config.risk.quote_to_account_rate
+    intents: asyncio.Queue[OrderIntent | BarDecided] = asyncio.Queue(config.agent.intent_queue_size)
+    bars_per_day = max(1, 86_400_000 // timeframe_ms(ingest.plan.timeframe))
+    trading = build_trading(
+        config,
+        deps.pool,
+        venue=venue,
+        simulated=simulated,
+        markets=markets,
+        now_ms=now_ms,
+        exchange_id=ingest.source.exchange_id,
+        symbols=ingest.plan.symbols,
+        timeframe=ingest.plan.timeframe,
+        candles=ingest.topic,
+        intents=intents,
+    )
     decide = DecisionService(
         exchange_id=ingest.source.exchange_id,
         symbols=ingest.plan.symbols,
@@ -86,7 +135,7 @@ def agent_services(deps: ServiceDeps, ingest: CandleIngest, store: CandleStore) 
         candles=ingest.topic,
         store=store,
         models=ModelSlots(ModelRegistry(deps.pool, model_dir_of(config)), ingest.plan.symbols, bars_per_day),
-        positions=None,  # no executor keeps a position book yet: the champion's paper book stands in
+        positions=trading.executor.book,
         patterns=NoPatternMemory(),
         intents=intents,
         cost=CostAssumptions(
@@ -101,9 +150,94 @@ def agent_services(deps: ServiceDeps, ingest: CandleIngest, store: CandleStore) 
             bars_per_day=bars_per_day,
         ),
         # Each symbol's paper account stands for the per-symbol position cap, in quote currency.
-        recorder=PerformanceRecorder(
-            equity_quote=config.risk.position_cap / config.risk.quote_to_account_rate,
-            quote_to_account=config.risk.quote_to_account_rate,
-        ),
+        recorder=PerformanceRecorder(equity_quote=config.risk.position_cap / rate, quote_to_account=rate),
+        positions_ready=trading.positions_ready,
     )
-    return [decide, IntentDrain(intents)]
+    return [decide, trading]
+
+
+def build_trading(
+    config: HuracanConfig,
+    pool: asyncpg.Pool,
+    *,
+    venue: Venue,
+    simulated: SimulatedVenue | None,
+    markets: dict[str, MarketRules],
+    now_ms: Callable[[], int],
+    exchange_id: str,
+    symbols: tuple[str, ...],
+    timeframe: str,
+    candles: Topic[CandleClosed],
+    intents: asyncio.Queue[OrderIntent | BarDecided],
+) -> TradingService:
+    """The trading task over `venue`: journal, position book, executor, risk gate, reconciler.
+    `simulated` is the venue when it is the simulated one (replay, shadow), None live."""
+    risk, execution = config.risk, config.execution
+    mode = config.exchange.mode
+    rate = risk.quote_to_account_rate
+    step_ms = timeframe_ms(timeframe)
+    book = PositionBook(
+        capital_quote=risk.capital / rate,
+        stop_loss_bps=Decimal(str(execution.stop_loss_bps)),
+        take_profit_bps=Decimal(str(execution.take_profit_bps)),
+    )
+    journal = OrderJournal(
+        pool,
+        exchange=exchange_id,
+        mode=mode,
+        prefix=execution.client_order_prefix,
+        account_currency=risk.account_currency,
+    )
+    costs = FillCosts.from_settings(execution)
+    executor = Executor(
+        venue,
+        journal,
+        book,
+        markets=markets,
+        quote_to_account=rate,
+        now_ms=now_ms,
+        order_timeout_s=execution.order_timeout_s,
+        taker_cost_bps=costs.taker_fee_bps + costs.half_spread_bps + costs.slippage_bps,
+        maker_fee_bps=costs.maker_fee_bps,
+    )
+    gate = RiskGate(
+        RiskManager.from_settings(risk, execution, normal_position=risk.normal_position),
+        executor,
+        pool,
+        mode=mode,
+        symbols=symbols,
+        capital=risk.capital,
+        quote_to_account=rate,
+        timezone=risk.trading_day_timezone,
+        maker_entries=execution.maker_entries,
+        maker=MakerRules(
+            offset_bps=Decimal(str(execution.maker_offset_bps)),
+            reprice_after_ms=int(execution.reprice_after_s * 1000),
+            max_reprices=execution.max_reprices,
+            taker_fallback=execution.taker_fallback,
+            signal_ttl_ms=int(execution.signal_ttl_s * 1000),
+        ),
+        flatten_on_breaker=risk.flatten_on_circuit_breaker,
+    )
+    return TradingService(
+        gate,
+        candles=candles,
+        intents=intents,
+        symbols=symbols,
+        step_ms=step_ms,
+        simulated=simulated,
+        reconciler=Reconciler(
+            executor,
+            symbols,
+            live=simulated is None,
+            unknown_orders=execution.unknown_venue_orders,
+            prefix=execution.client_order_prefix,
+        ),
+        max_hold_bars=execution.max_hold_bars,
+        poll_interval_s=execution.order_poll_interval_s,
+        balances_interval_s=execution.reconcile_balances_interval_s,
+        # Replay waits for every decision (bar order is the point of a replay); live lets exits
+        # go on when the decision step is late by more than a fifth of a bar.
+        decision_wait_s=None if mode == "replay" else step_ms / 5000,
+        fresh_session=mode == "replay",
+    )

@@ -114,6 +114,18 @@ def make_client(
     return client
 
 
+def _the_order_asked(order: Order, order_id: str | None, client_order_id: str | None) -> Order:
+    """`order`, if it is the one asked about. A proxy or a venue that replays an earlier answer
+    would otherwise make us apply another order's status and fills to this one."""
+    if (order_id is not None and order.id != order_id) or (
+        client_order_id is not None and order.client_order_id != client_order_id
+    ):
+        raise BadResponse(
+            f"asked about order {order_id or client_order_id}, the answer is about {order.id} ({order.client_order_id})"
+        )
+    return order
+
+
 def _exactly_one(order_id: str | None, client_order_id: str | None) -> None:
     if (order_id is None) == (client_order_id is None):
         raise ValueError("give exactly one of order_id and client_order_id")
@@ -313,7 +325,9 @@ class ExchangeAdapter:
 
     async def _fetch_order(self, symbol: str, order_id: str | None, client_order_id: str | None) -> Order:
         params = {} if client_order_id is None else {"origClientOrderId": client_order_id}
-        return parse_order(await self._client.fetch_order(order_id, symbol, params))
+        return _the_order_asked(
+            parse_order(await self._client.fetch_order(order_id, symbol, params)), order_id, client_order_id
+        )
 
     async def fetch_open_orders(self, symbol: str) -> list[Order]:
         async def fetch() -> list[Order]:
@@ -445,7 +459,15 @@ class ExchangeAdapter:
         params = {} if client_order_id is None else {"origClientOrderId": client_order_id}
 
         async def cancel() -> Order:
-            return parse_order(await self._client.cancel_order(order_id, symbol, params))
+            raw = await self._client.cancel_order(order_id, symbol, params)
+            order = parse_order(raw)
+            # Binance names the cancel request itself in clientOrderId; the order's own id is
+            # origClientOrderId in the raw answer.
+            info = raw.get("info") if isinstance(raw, dict) else None
+            original = info.get("origClientOrderId") if isinstance(info, dict) else None
+            if client_order_id is not None and original is not None and original != client_order_id:
+                raise BadResponse(f"asked to cancel {client_order_id}, the answer is about {original}")
+            return _the_order_asked(order, order_id, None)
 
         try:
             order = await self._call(EndpointClass.ORDERS, "cancel_order", cancel)

@@ -385,3 +385,15 @@ def compute_market_features(ohlcv: Ohlcv, cost: CostAssumptions = DEFAULT_COST) 
     before the first bar."""
     rows, _ = run_kernel(ohlcv.bars(), cost)
     return rows
+
+
+REGIMES = ("low_vol_ranging", "low_vol_trending", "high_vol_ranging", "high_vol_trending")
+_REGIME_COLUMNS = [MARKET_FEATURES.index(f"regime_{name}") for name in REGIMES]
+
+
+def regime_name(row: Array) -> str:
+    """The regime a market feature row is in (its one-hot code); "unknown" before warm-up."""
+    codes = row[_REGIME_COLUMNS]
+    if not np.all(np.isfinite(codes)) or codes.max() <= 0:
+        return "unknown"
+    return REGIMES[int(np.argmax(codes))]

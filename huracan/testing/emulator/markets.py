@@ -16,6 +16,7 @@ from decimal import ROUND_DOWN, ROUND_UP, Decimal
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from huracan.testing.emulator.candles import SymbolCandles
 
@@ -56,14 +57,19 @@ def _power_of_ten(exponent: int) -> Decimal:
 
 
 def derive_rules(candles: SymbolCandles) -> MarketRules:
-    base, quote = candles.symbol.split("/")
-    closes = candles.source.close
+    return rules_from_prices(candles.symbol, candles.market_id, candles.source.close)
+
+
+def rules_from_prices(symbol: str, market_id: str, closes: npt.NDArray[np.float64]) -> MarketRules:
+    """The filters Binance would set for a market trading at these prices (also the replay
+    venue's rules, so replay and the emulator round orders alike)."""
+    base, quote = symbol.split("/")
     reference = float(np.median(closes[closes > 0])) if np.any(closes > 0) else 1.0
     magnitude = math.floor(math.log10(reference))
     tick = _power_of_ten(max(magnitude - 6, -8))
     step = _power_of_ten(min(max(-(magnitude + 1), -8), 0))
     return MarketRules(
-        market_id=candles.market_id,
+        market_id=market_id,
         base=base,
         quote=quote,
         tick_size=tick,

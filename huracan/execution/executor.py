@@ -1,0 +1,539 @@
+"""The executor: one order path for replay, shadow and live; only the risk gate may call it.
+
+    gate --ApprovedOrder--> Executor.place --> journal (PENDING_SUBMIT, committed) --> venue
+    venue --order status, trades--> Executor.sync --> state machine, journal, position book
+
+The venue is the live exchange adapter or the simulated venue; nothing else differs between
+the modes. Every order is written to the journal before its request leaves; its outcome is one
+of: acknowledged (ACCEPTED, or filled at once), refused (REJECTED, nothing exists), or unknown
+(timeout, lost answer: UNKNOWN, which blocks new risk on the symbol until `sync` finds the order
+by its client order id or proves it was never placed).
+
+Orders reach the venue only inside `gate_pass()`, a context the risk gate opens around its
+calls; `place` outside it raises UngatedOrder (the runtime half of "no order bypasses risk";
+tests/test_gate_only_path.py holds the structural half).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections import deque
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
+from dataclasses import dataclass, field, replace
+from decimal import Decimal
+from typing import Any, Literal, Protocol
+
+from huracan.core.intents import AgentAction, OrderIntent
+from huracan.exchange.errors import (
+    ExchangeError,
+    OrderNotFound,
+    OrderRejected,
+    OutcomeUnknown,
+    Retryable,
+)
+from huracan.exchange.models import (
+    Balance,
+    CancelResult,
+    MarketRules,
+    Order,
+    OrderAck,
+    OrderRequest,
+    TopOfBook,
+    Trade,
+)
+from huracan.execution.journal import OrderJournal, entry_context_json, entry_context_of
+from huracan.execution.order_state import (
+    FillOutcome,
+    FillReport,
+    ManagedOrder,
+    OrderEvent,
+    OrderStatus,
+    apply_fill,
+    event_for_venue_status,
+    transition,
+)
+from huracan.execution.positions import ClosedTrade, EntryContext, PositionBook
+from huracan.logs import get_logger
+
+log = get_logger("huracan.execution")
+
+_gate_open: ContextVar[bool] = ContextVar("huracan_gate_open", default=False)
+
+
+class UngatedOrder(RuntimeError):
+    """An order was about to reach the venue without passing the risk gate."""
+
+
+@contextlib.contextmanager
+def gate_pass() -> Iterator[None]:
+    """Opened by the risk gate around an approved order's placement; nothing else opens it."""
+    token = _gate_open.set(True)
+    try:
+        yield
+    finally:
+        _gate_open.reset(token)
+
+
+class Venue(Protocol):
+    """What the executor needs from a venue: the exchange adapter and the simulated venue."""
+
+    exchange_id: str
+
+    async def create_order(self, request: OrderRequest) -> OrderAck: ...
+    async def cancel_order(
+        self, symbol: str, *, order_id: str | None = None, client_order_id: str | None = None
+    ) -> CancelResult: ...
+    async def fetch_order(
+        self, symbol: str, *, order_id: str | None = None, client_order_id: str | None = None
+    ) -> Order: ...
+    async def fetch_open_orders(self, symbol: str) -> list[Order]: ...
+    async def fetch_my_trades(self, symbol: str, since_ms: int) -> list[Trade]: ...
+    async def fetch_balances(self) -> dict[str, Balance]: ...
+    async def fetch_top_of_book(self, symbol: str) -> TopOfBook: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovedOrder:
+    """An intent the gate approved, sized and priced."""
+
+    intent: OrderIntent
+    quantity: Decimal
+    order_type: Literal["market", "limit"]
+    reason: str  # entry | exit:<why>
+    limit_price: Decimal | None = None
+    post_only: bool = False
+    entry: EntryContext | None = None  # for entries: what the trade memory will need
+    decided_ms: int = 0  # when the decision was made (signal freshness for the taker fallback)
+    reprices: int = 0  # maker re-prices already spent on this intent
+
+
+@dataclass(slots=True)
+class ExecutionStats:
+    placed: int = 0
+    rejected: int = 0
+    unknown: int = 0
+    fills: int = 0
+    duplicate_fills: int = 0
+    maker_notional: Decimal = Decimal(0)
+    taker_notional: Decimal = Decimal(0)
+    fees_quote: Decimal = Decimal(0)
+    maker_saved_quote: Decimal = Decimal(0)  # fee, half spread and slippage a taker fill would have paid
+    reprices: int = 0
+    fallbacks: int = 0
+    abandoned: int = 0
+    trades: list[ClosedTrade] = field(default_factory=list)
+
+    @property
+    def maker_share(self) -> float:
+        total = self.maker_notional + self.taker_notional
+        return float(self.maker_notional / total) if total else 0.0
+
+
+class Executor:
+    def __init__(
+        self,
+        venue: Venue,
+        journal: OrderJournal,
+        book: PositionBook,
+        *,
+        markets: dict[str, MarketRules],
+        quote_to_account: Decimal,
+        now_ms: Callable[[], int],
+        order_timeout_s: float,
+        taker_cost_bps: Decimal,
+        maker_fee_bps: Decimal,
+        settle_s: float = 6.0,
+    ) -> None:
+        self.venue = venue
+        self.journal = journal
+        self.book = book
+        self.markets = markets
+        self.quote_to_account = quote_to_account
+        self.now_ms = now_ms
+        self.order_timeout_s = order_timeout_s
+        self.taker_cost_bps = taker_cost_bps  # taker fee + half spread + slippage, for "saved"
+        self.maker_fee_bps = maker_fee_bps
+        self.settle_ms = int(settle_s * 1000)
+        self.orders: dict[str, ManagedOrder] = {}  # working orders by client order id
+        self.approved: dict[str, ApprovedOrder] = {}  # what each working order was approved as
+        self.recent_submits: deque[int] = deque(maxlen=1000)
+        self.stats = ExecutionStats()
+        # Approvals of orders that just ended, for the maker logic's replacement (popped by it).
+        self.finished: dict[str, ApprovedOrder] = {}
+
+    # --- what the risk gate reads ---------------------------------------------------------------
+    def symbols_with(self, *, side: str, statuses: frozenset[OrderStatus] | None = None) -> frozenset[str]:
+        return frozenset(
+            o.symbol
+            for o in self.orders.values()
+            if o.side == side and (statuses is None or o.status in statuses)
+        )
+
+    def unresolved_symbols(self) -> frozenset[str]:
+        return frozenset(o.symbol for o in self.orders.values() if o.status is OrderStatus.UNKNOWN)
+
+    # --- placing --------------------------------------------------------------------------------
+    async def place(self, approved: ApprovedOrder) -> ManagedOrder:
+        if not _gate_open.get():
+            raise UngatedOrder(
+                f"{approved.intent.symbol} {approved.intent.side}: orders go through the risk gate"
+            )
+        intent = approved.intent
+        now = self.now_ms()
+        order = ManagedOrder(
+            client_order_id=await self.journal.next_client_order_id(),
+            symbol=intent.symbol,
+            side=intent.side,
+            order_type=approved.order_type,
+            quantity=approved.quantity,
+            limit_price=approved.limit_price,
+            post_only=approved.post_only,
+            reason=approved.reason,
+        )
+        order.created_ms = now
+        transition(order, OrderEvent.SUBMIT)
+        payload: dict[str, Any] = {
+            "action": intent.action.name,
+            "reason": intent.reason,
+            "bar_open_time_ms": intent.bar_open_time_ms,
+            "reference_price": str(intent.reference_price),
+            "decided_ms": approved.decided_ms,
+            "reprices": approved.reprices,
+            "size_multiplier": intent.size_multiplier,
+            "model_version": intent.model_version,
+            "confidence": intent.confidence,
+        }
+        if approved.entry is not None:
+            payload["entry"] = entry_context_json(approved.entry)
+        await self.journal.open_order(order, payload, now)  # write-ahead: committed before sending
+        self.orders[order.client_order_id] = order
+        self.approved[order.client_order_id] = approved
+        self.recent_submits.append(now)
+        if intent.side == "sell":
+            position = self.book.positions.get(intent.symbol)
+            if position is not None:
+                position.exit_reason = approved.reason.removeprefix("exit:")
+                position.exit_order_id = order.db_id
+                position.exit_reference_price = intent.reference_price
+        request = OrderRequest(
+            intent.symbol,
+            intent.side,
+            approved.order_type,
+            approved.quantity,
+            order.client_order_id,
+            price=approved.limit_price,
+            post_only=approved.post_only,
+            reference_price=intent.reference_price,
+        )
+        try:
+            ack = await asyncio.wait_for(self.venue.create_order(request), timeout=self.order_timeout_s)
+        except (OutcomeUnknown, TimeoutError) as exc:
+            transition(order, OrderEvent.TIMEOUT)
+            order.venue_message = f"outcome unknown: {exc}"[:500]
+            self.stats.unknown += 1
+            log.warning(
+                "order outcome unknown; symbol blocked until resolved",
+                client_order_id=order.client_order_id,
+                symbol=order.symbol,
+                error=str(exc),
+            )
+        except ExchangeError as exc:
+            # Any other error means the order does not exist (adapter contract).
+            transition(order, OrderEvent.REJECTED)
+            order.venue_message = f"{type(exc).__name__}: {exc}"[:500]
+            self.stats.rejected += 1
+            log.info(
+                "order refused",
+                client_order_id=order.client_order_id,
+                symbol=order.symbol,
+                reason=order.venue_message,
+            )
+        else:
+            self.stats.placed += 1
+            order.exchange_order_id = ack.order.id
+            await self._apply_venue_order(order, ack.order)
+        await self.journal.update_order(order, self.now_ms())
+        self._settle(order)
+        return order
+
+    async def cancel(self, order: ManagedOrder, why: str) -> None:
+        """Cancel a working order (never refused: a cancel only lowers risk)."""
+        if order.is_terminal or order.status is OrderStatus.UNKNOWN:
+            return
+        transition(order, OrderEvent.CANCEL_REQUESTED)
+        await self.journal.update_order(order, self.now_ms())
+        try:
+            result = await self.venue.cancel_order(order.symbol, client_order_id=order.client_order_id)
+        except OrderNotFound:
+            result = CancelResult("not_found", None)
+        except ExchangeError as exc:
+            transition(
+                order,
+                OrderEvent.TIMEOUT if not isinstance(exc, OrderRejected) else OrderEvent.CANCEL_REJECTED,
+            )
+            log.warning("cancel failed", client_order_id=order.client_order_id, error=str(exc))
+            await self.journal.update_order(order, self.now_ms())
+            return
+        if result.order is not None:
+            await self._apply_venue_order(order, result.order)
+        elif result.outcome == "not_found":
+            transition(order, OrderEvent.CANCELED)  # nothing of it is left on the venue
+        order.venue_message = order.venue_message or why
+        await self.journal.update_order(order, self.now_ms())
+        self._settle(order)
+
+    async def cancel_all(self, symbols: list[str], why: str) -> int:
+        """Cancel every open order of `symbols` on the venue, ours or not; returns how many."""
+        canceled = 0
+        for order in [o for o in self.orders.values() if o.symbol in symbols and not o.is_terminal]:
+            await self.cancel(order, why)
+            canceled += 1
+        for symbol in symbols:
+            try:
+                open_orders = await self.venue.fetch_open_orders(symbol)
+            except ExchangeError as exc:
+                log.error("could not list open orders to cancel them", symbol=symbol, error=str(exc))
+                continue
+            for venue_order in open_orders:
+                if venue_order.client_order_id in self.orders:
+                    continue
+                try:
+                    await self.venue.cancel_order(symbol, order_id=venue_order.id)
+                    canceled += 1
+                except ExchangeError as exc:
+                    log.error(
+                        "could not cancel a venue order",
+                        symbol=symbol,
+                        order_id=venue_order.id,
+                        error=str(exc),
+                    )
+        return canceled
+
+    # --- following the venue --------------------------------------------------------------------
+    async def sync(self) -> list[ClosedTrade]:
+        """Bring every working order up to date with the venue: status, fills, UNKNOWN resolved."""
+        closed: list[ClosedTrade] = []
+        for order in list(self.orders.values()):
+            try:
+                closed.extend(await self._sync_order(order))
+            except Retryable as exc:
+                log.warning("order sync postponed", client_order_id=order.client_order_id, error=str(exc))
+        return closed
+
+    async def _sync_order(self, order: ManagedOrder) -> list[ClosedTrade]:
+        before = (order.status, order.filled_quantity)
+        try:
+            venue_order = await self.venue.fetch_order(order.symbol, client_order_id=order.client_order_id)
+        except OrderNotFound:
+            if (
+                order.status in (OrderStatus.UNKNOWN, OrderStatus.PENDING_SUBMIT)
+                and self.now_ms() - order.created_ms >= self.settle_ms
+            ):
+                transition(
+                    order,
+                    OrderEvent.NOT_FOUND if order.status is OrderStatus.UNKNOWN else OrderEvent.REJECTED,
+                )
+                order.venue_message = "never reached the venue (not found by client order id)"
+                await self.journal.update_order(order, self.now_ms())
+                self._settle(order)
+            return []
+        order.exchange_order_id = order.exchange_order_id or venue_order.id
+        closed = await self._apply_venue_order(order, venue_order)
+        if (order.status, order.filled_quantity) != before:
+            await self.journal.update_order(order, self.now_ms())
+        self._settle(order)
+        return closed
+
+    async def _apply_venue_order(self, order: ManagedOrder, venue_order: Order) -> list[ClosedTrade]:
+        closed: list[ClosedTrade] = []
+        if venue_order.filled > order.filled_quantity:
+            since = (venue_order.timestamp_ms or order.created_ms) - 1000
+            trades = await self.venue.fetch_my_trades(order.symbol, since)
+            for trade in trades:
+                if trade.order_id == venue_order.id and trade.id not in order.trade_ids:
+                    result = await self.on_trade(order, trade)
+                    if result is not None:
+                        closed.append(result)
+        event = event_for_venue_status(order, venue_order.status, venue_order.filled)
+        if order.status is OrderStatus.UNKNOWN and event is None and venue_order.is_open:
+            event = OrderEvent.ACCEPTED
+        if event is not None:
+            transition(order, event)
+        return closed
+
+    async def on_trade(self, order: ManagedOrder, trade: Trade) -> ClosedTrade | None:
+        rules = self.markets[order.symbol]
+        fee = trade.fee or Decimal(0)
+        fee_currency = trade.fee_asset or rules.quote
+        fee_base = fee if fee_currency == rules.base else Decimal(0)
+        fee_quote = fee if fee_currency == rules.quote else fee_base * trade.price
+        report = FillReport(
+            trade.id,
+            trade.price,
+            trade.amount,
+            fee_quote,
+            _liquidity(trade.taker_or_maker),
+            trade.timestamp_ms,
+        )
+        outcome = apply_fill(order, report)
+        if outcome is FillOutcome.DUPLICATE:
+            self.stats.duplicate_fills += 1
+            return None
+        if outcome is not FillOutcome.NEW:
+            log.error(
+                "fill refused by the order's state",
+                client_order_id=order.client_order_id,
+                trade_id=trade.id,
+                outcome=outcome.value,
+            )
+            return None
+        closed: ClosedTrade | None = None
+        if order.side == "buy":
+            approved = self.approved.get(order.client_order_id)
+            entry = (
+                approved.entry
+                if approved is not None and approved.entry is not None
+                else _unknown_entry(trade.price, order.db_id)
+            )
+            if entry.entry_order_id is None:
+                entry = replace(entry, entry_order_id=order.db_id)
+            effect = self.book.apply_buy(
+                order.symbol,
+                price=trade.price,
+                quantity=trade.amount,
+                fee_quote=fee_quote,
+                fee_base=fee_base,
+                time_ms=trade.timestamp_ms,
+                entry=entry,
+                amount_step=rules.amount_step,
+            )
+        else:
+            effect = self.book.apply_sell(
+                order.symbol,
+                price=trade.price,
+                quantity=trade.amount,
+                fee_quote=fee_quote,
+                time_ms=trade.timestamp_ms,
+            )
+            closed = effect.closed
+        recorded = await self.journal.record_fill(
+            order,
+            report,
+            fee=fee,
+            fee_currency=fee_currency,
+            position=effect.position,
+            closed=closed,
+            quote_to_account=self.quote_to_account,
+        )
+        if not recorded:
+            log.error(
+                "fill already in the journal but not in memory",
+                client_order_id=order.client_order_id,
+                trade_id=trade.id,
+            )
+        self.stats.fills += 1
+        self.stats.fees_quote += fee_quote
+        notional = trade.price * trade.amount
+        if report.liquidity == "maker":
+            self.stats.maker_notional += notional
+            self.stats.maker_saved_quote += notional * (self.taker_cost_bps - self.maker_fee_bps) / 10_000
+        else:
+            self.stats.taker_notional += notional
+        if closed is not None:
+            self.stats.trades.append(closed)
+        return closed
+
+    def _settle(self, order: ManagedOrder) -> None:
+        if order.is_terminal:
+            self.orders.pop(order.client_order_id, None)
+            approved = self.approved.pop(order.client_order_id, None)
+            position = self.book.positions.get(order.symbol)
+            if order.side == "sell" and position is not None and position.exit_order_id == order.db_id:
+                position.exit_reason = None  # the exit ended without closing it: rules may exit again
+            if approved is not None:
+                self.finished[order.client_order_id] = approved
+
+    # --- start-up -------------------------------------------------------------------------------
+    async def restore(self) -> None:
+        """Working orders and open positions as the journal has them (after a restart)."""
+        for order, payload in await self.journal.working_orders():
+            self.orders[order.client_order_id] = order
+            entry = payload.get("entry")
+            if entry is not None:
+                self.approved[order.client_order_id] = _restored_approval(
+                    order, payload, entry_context_of(entry, order.db_id)
+                )
+        rows = await self.journal.open_positions()
+        for row in rows:
+            symbol = row["symbol"]
+            rules = self.markets.get(symbol)
+            if rules is None:
+                continue
+            fee_currency = row["fee_currency"]
+            fee = row["fee"]
+            fee_base = fee if fee_currency == rules.base else Decimal(0)
+            fee_quote = fee if fee_currency == rules.quote else fee_base * row["price"]
+            if row["side"] == "buy":
+                entry_payload = json.loads(row["entry_intent"]).get("entry", {})
+                effect = self.book.apply_buy(
+                    symbol,
+                    price=row["price"],
+                    quantity=row["quantity"],
+                    fee_quote=fee_quote,
+                    fee_base=fee_base,
+                    time_ms=int(row["filled_at"].timestamp() * 1000),
+                    entry=entry_context_of(entry_payload, row["entry_order_id"]),
+                    amount_step=rules.amount_step,
+                )
+                if effect.position is not None:
+                    effect.position.db_id = row["position_id"]
+                    effect.position.opened_ms = int(row["opened_at"].timestamp() * 1000)
+            elif symbol in self.book.positions:
+                self.book.apply_sell(
+                    symbol, price=row["price"], quantity=row["quantity"], fee_quote=fee_quote, time_ms=0
+                )
+        for order in self.orders.values():
+            position = self.book.positions.get(order.symbol)
+            if order.side == "sell" and position is not None:
+                position.exit_reason = order.reason.removeprefix("exit:")
+                position.exit_order_id = order.db_id
+
+
+def _liquidity(value: str | None) -> Literal["maker", "taker"] | None:
+    if value == "maker":
+        return "maker"
+    if value == "taker":
+        return "taker"
+    return None
+
+
+def _unknown_entry(price: Decimal, order_id: int | None) -> EntryContext:
+    return EntryContext("unknown", 0.0, 1.0, price, entry_order_id=order_id)
+
+
+def _restored_approval(order: ManagedOrder, payload: dict[str, Any], entry: EntryContext) -> ApprovedOrder:
+    intent = OrderIntent(
+        symbol=order.symbol,
+        action=AgentAction[payload.get("action", "ENTER_LONG_NORMAL")],
+        side=order.side,
+        size_multiplier=float(payload.get("size_multiplier") or 1.0),
+        bar_open_time_ms=int(payload.get("bar_open_time_ms") or 0),
+        reference_price=Decimal(str(payload.get("reference_price") or entry.reference_price)),
+        model_version=entry.model_version,
+        confidence=entry.confidence,
+        reason=str(payload.get("reason") or "agent"),
+    )
+    return ApprovedOrder(
+        intent,
+        order.quantity,
+        order.order_type,
+        order.reason,
+        order.limit_price,
+        order.post_only,
+        entry,
+        int(payload.get("decided_ms") or 0),
+        int(payload.get("reprices") or 0),
+    )

@@ -1,0 +1,248 @@
+"""Simulated fills for replay and shadow mode: what a bar does to the working orders. Pure.
+
+The agent decides on bar t's close, so nothing it sends can trade inside bar t: an order fills
+only on bars whose open time is at or after the time it reached the venue (`placed_ms`). The
+first bar that qualifies is bar t+1, and its first price is its open.
+
+Taker rules (the training environment's, huracan/rl/env.py and huracan/rl/reference.py):
+
+- A market order fills completely at the bar's open, moved against it by the half spread and
+  the slippage: buy at open * (1 + (half_spread_bps + slippage_bps) / 1e4), sell at
+  open * (1 - (half_spread_bps + slippage_bps) / 1e4).
+- The fee is taker_fee_bps / 1e4 of the fill's notional (price * quantity), in quote currency.
+  The env charges the entry fee on the notional it spends and the exit fee on the proceeds;
+  both are price * quantity of the fill, so a market order of the env's quantity gets the env's
+  price and fee to float precision (tests/test_fill_model.py plays the reference through this
+  module to check it). A policy trained on those costs is evaluated on the same costs here.
+- A limit order that is not post-only and is marketable at the open (buy: the taker price at
+  the open <= its limit; sell: >= its limit) fills completely as taker at that taker price,
+  which is at least as good as its limit. The check is made on every bar it works through:
+  the model has no book between bars, so an order that a bar opens through is treated as
+  meeting that open, whether it arrived just before the bar or rested from earlier bars.
+
+Maker rules (the same in spirit as the exchange emulator, huracan/testing/emulator/matching.py):
+
+- Every other limit order rests. It fills at its own limit price, maker fee, only when the bar
+  trades through that price (buy: low < limit; sell: high > limit). Touching it is not enough:
+  at the touch the queue ahead of us may have taken all there was.
+- All resting fills of one bar share max_volume_share * volume of that bar, in time priority
+  (the order of the sequence given); a partial fill leaves the rest of the order working. Taker
+  fills at the open do not use up that share (the env has no volume limit on its fills).
+- Maker fills are stamped with the bar's open time, like taker fills: the bar does not say when
+  inside it the price was reached, and the open time names the bar the fill belongs to.
+- Quantities are not rounded: the orders' quantities are already on the market's lot step, and
+  a partial fill by volume share keeps full Decimal precision (rounding it down to the lot step
+  is the venue adapter's business). A fill is never more than what is left of its order, and a
+  zero-quantity fill is never returned.
+
+Every price, quantity and fee is a Decimal; bars arrive as floats and become the decimal the
+venue sent through huracan.core.numbers.decimal_of.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import TYPE_CHECKING, Literal
+
+from huracan.core.candle import Candle
+from huracan.core.numbers import decimal_of
+
+if TYPE_CHECKING:
+    from huracan.config.sections import ExecutionSettings
+
+__all__ = [
+    "DEFAULT_MAX_VOLUME_SHARE",
+    "FillCosts",
+    "Liquidity",
+    "OrderType",
+    "Side",
+    "SimBar",
+    "SimFill",
+    "SimOrder",
+    "fee",
+    "fill_on_bar",
+    "post_only_would_cross",
+    "synthetic_top_of_book",
+    "taker_price",
+]
+
+Side = Literal["buy", "sell"]
+OrderType = Literal["market", "limit"]
+Liquidity = Literal["maker", "taker"]
+
+BPS = Decimal(10_000)
+ZERO = Decimal(0)
+DEFAULT_MAX_VOLUME_SHARE = Decimal("0.1")
+
+
+def _bps(value: float) -> Decimal:
+    """A setting in basis points as the decimal it was written as (10.0 -> Decimal("10.0"))."""
+    return Decimal(str(value))
+
+
+@dataclass(frozen=True, slots=True)
+class FillCosts:
+    """What a fill costs: fees, the half spread and slippage in bps, and the share of a bar's
+    volume that resting orders may fill."""
+
+    taker_fee_bps: Decimal
+    maker_fee_bps: Decimal
+    half_spread_bps: Decimal
+    slippage_bps: Decimal
+    max_volume_share: Decimal = DEFAULT_MAX_VOLUME_SHARE
+
+    def __post_init__(self) -> None:
+        costs = (self.taker_fee_bps, self.maker_fee_bps, self.half_spread_bps, self.slippage_bps)
+        if any(c < 0 for c in costs):
+            raise ValueError(f"fees, spread and slippage cannot be negative: {self}")
+        if not ZERO < self.max_volume_share <= 1:
+            raise ValueError(f"max_volume_share must be in (0, 1], got {self.max_volume_share}")
+
+    @classmethod
+    def from_settings(
+        cls, execution: ExecutionSettings, *, max_volume_share: Decimal = DEFAULT_MAX_VOLUME_SHARE
+    ) -> FillCosts:
+        return cls(
+            taker_fee_bps=_bps(execution.taker_fee_bps),
+            maker_fee_bps=_bps(execution.maker_fee_bps),
+            half_spread_bps=_bps(execution.half_spread_bps),
+            slippage_bps=_bps(execution.slippage_bps),
+            max_volume_share=max_volume_share,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class SimBar:
+    """One closed bar with exact decimal prices and volume."""
+
+    open_time_ms: int
+    open: Decimal
+    high: Decimal
+    low: Decimal
+    close: Decimal
+    volume: Decimal
+
+    @classmethod
+    def of(cls, candle: Candle) -> SimBar:
+        return cls(
+            candle.open_time_ms,
+            decimal_of(candle.open),
+            decimal_of(candle.high),
+            decimal_of(candle.low),
+            decimal_of(candle.close),
+            decimal_of(candle.volume),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class SimOrder:
+    """A working order as the fill model sees it. `quantity` is what is still to fill;
+    `placed_ms` is when it reached the venue: only bars opening at or after it can fill it.
+    `post_only` matters for limit orders only; a market order always takes."""
+
+    client_order_id: str
+    side: Side
+    order_type: OrderType
+    quantity: Decimal
+    limit_price: Decimal | None
+    post_only: bool
+    placed_ms: int
+
+    def __post_init__(self) -> None:
+        if self.side not in ("buy", "sell"):
+            raise ValueError(f"{self.client_order_id}: side must be buy or sell, got {self.side!r}")
+        if self.order_type not in ("market", "limit"):
+            raise ValueError(f"{self.client_order_id}: unknown order type {self.order_type!r}")
+        if self.quantity < 0:
+            raise ValueError(f"{self.client_order_id}: negative quantity {self.quantity}")
+        if self.order_type == "limit" and (self.limit_price is None or self.limit_price <= 0):
+            raise ValueError(f"{self.client_order_id}: a limit order needs a positive limit price")
+
+
+@dataclass(frozen=True, slots=True)
+class SimFill:
+    """One fill. `time_ms` is the open time of the bar it happened in, for maker fills too."""
+
+    client_order_id: str
+    price: Decimal
+    quantity: Decimal
+    fee_quote: Decimal
+    liquidity: Liquidity
+    time_ms: int
+
+
+def synthetic_top_of_book(last_close: Decimal, costs: FillCosts) -> tuple[Decimal, Decimal]:
+    """(bid, ask) half a spread either side of the last close: the book post-only orders meet."""
+    half = costs.half_spread_bps / BPS
+    return last_close * (1 - half), last_close * (1 + half)
+
+
+def post_only_would_cross(side: Side, price: Decimal, bid: Decimal, ask: Decimal) -> bool:
+    """Whether a post-only order at `price` would take liquidity (the venue rejects it)."""
+    return price >= ask if side == "buy" else price <= bid
+
+
+def taker_price(side: Side, open_price: Decimal, costs: FillCosts) -> Decimal:
+    """The env's fill price at a bar's open: against the taker by half spread plus slippage."""
+    move = (costs.half_spread_bps + costs.slippage_bps) / BPS
+    return open_price * (1 + move) if side == "buy" else open_price * (1 - move)
+
+
+def fee(notional: Decimal, bps: Decimal) -> Decimal:
+    """The fee on `notional` (quote currency) at `bps` basis points."""
+    return notional * bps / BPS
+
+
+def _marketable_at_open(order: SimOrder, price: Decimal) -> bool:
+    assert order.limit_price is not None
+    return price <= order.limit_price if order.side == "buy" else price >= order.limit_price
+
+
+def _trades_through(order: SimOrder, bar: SimBar) -> bool:
+    assert order.limit_price is not None
+    return bar.low < order.limit_price if order.side == "buy" else bar.high > order.limit_price
+
+
+def fill_on_bar(orders: Sequence[SimOrder], bar: SimBar, costs: FillCosts) -> list[SimFill]:
+    """The fills `bar` gives the working `orders` (in time priority: the sequence's order).
+
+    Orders placed after the bar opened are left alone. Market orders, and limit orders that are
+    not post-only and are marketable at the open, fill completely as taker at the open's taker
+    price. Other limit orders fill as maker at their limit when the bar trades through it, all
+    of them together at most max_volume_share of the bar's volume. Fills come back in order."""
+    fills: list[SimFill] = []
+    maker_budget = costs.max_volume_share * bar.volume
+    for order in orders:
+        if order.placed_ms > bar.open_time_ms or order.quantity <= 0:
+            continue
+        at_open = taker_price(order.side, bar.open, costs)
+        if order.order_type == "market" or (not order.post_only and _marketable_at_open(order, at_open)):
+            fills.append(
+                SimFill(
+                    order.client_order_id,
+                    at_open,
+                    order.quantity,
+                    fee(at_open * order.quantity, costs.taker_fee_bps),
+                    "taker",
+                    bar.open_time_ms,
+                )
+            )
+            continue
+        if maker_budget <= 0 or not _trades_through(order, bar):
+            continue
+        assert order.limit_price is not None
+        quantity = min(order.quantity, maker_budget)
+        maker_budget -= quantity
+        fills.append(
+            SimFill(
+                order.client_order_id,
+                order.limit_price,
+                quantity,
+                fee(order.limit_price * quantity, costs.maker_fee_bps),
+                "maker",
+                bar.open_time_ms,
+            )
+        )
+    return fills

@@ -1,0 +1,204 @@
+"""The trading task: the risk gate's loop over bars and intents, in bar order.
+
+For each closed bar t:
+1. the venue's fills for bar t (simulated: the fill model on bar t; live: the venue is asked),
+2. the position book marked at t's close; stop-loss, take-profit and time exits through the gate,
+3. the circuit breaker checked; maker entries re-priced or given up,
+4. the decision step is let go on bar t (it waits for step 2, so its context is current), and
+5. its intents for bar t are taken off the intent queue, through the gate, until its
+   BarDecided(t) marker: only then does bar t+1 begin, so a market order decided on t's close
+   fills at t+1's open, as in training.
+
+This task is the intent queue's only consumer. Live and shadow also poll working orders every
+`order_poll_interval_s`, reconcile open orders and balances, and read the operator's
+`huracan halt|reduce|resume` from the database. Stopping cancels every open order of our
+symbols on the venue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from decimal import Decimal
+
+from huracan.core.bus import Topic
+from huracan.core.events import CandleClosed
+from huracan.core.intents import BarDecided, OrderIntent
+from huracan.core.numbers import decimal_of
+from huracan.daemon.service import ServiceContext
+from huracan.execution.reconcile import Reconciler
+from huracan.execution.sim_venue import SimulatedVenue
+from huracan.logs import get_logger
+from huracan.risk.calendar import trading_day
+from huracan.risk.gate import RiskGate
+
+log = get_logger("huracan.execution.service")
+
+OPERATOR_POLL_S = 2.0
+
+
+class TradingService:
+    name = "trade"
+
+    def __init__(
+        self,
+        gate: RiskGate,
+        *,
+        candles: Topic[CandleClosed],
+        intents: asyncio.Queue[OrderIntent | BarDecided],
+        symbols: Sequence[str],
+        step_ms: int,
+        simulated: SimulatedVenue | None,
+        reconciler: Reconciler,
+        max_hold_bars: int,
+        poll_interval_s: float,
+        balances_interval_s: float,
+        decision_wait_s: float | None,
+        fresh_session: bool,
+    ) -> None:
+        """decision_wait_s: how long to wait for the decision step's marker of a bar (None: as
+        long as it takes, which replay wants; live must not let a stuck decision step hold up
+        its exits). fresh_session: replay starts history over, so an earlier replay's orders
+        and positions are closed off instead of restored."""
+        self.gate = gate
+        self.executor = gate.executor
+        self.inbox = candles.subscribe(self.name, maxsize=64)
+        self.intents = intents
+        self.symbols = tuple(symbols)
+        self.step_ms = step_ms
+        self.simulated = simulated
+        self.reconciler = reconciler
+        self.max_hold_bars = max_hold_bars
+        self.poll_interval_s = poll_interval_s
+        self.balances_interval_s = balances_interval_s
+        self.decision_wait_s = decision_wait_s
+        self.fresh_session = fresh_session
+        self.marked_through = -1
+        self._marked = asyncio.Condition()
+        self.bars = 0
+
+    async def positions_ready(self, open_time_ms: int) -> None:
+        """For the decision step: returns once the book has taken bar `open_time_ms`."""
+        async with self._marked:
+            await self._marked.wait_for(lambda: self.marked_through >= open_time_ms)
+
+    async def run(self, ctx: ServiceContext) -> None:
+        executor = self.executor
+        if self.fresh_session:
+            orders, positions = await executor.journal.abandon_session(
+                executor.now_ms(), "replay session ended"
+            )
+            if orders or positions:
+                log.info("earlier replay session closed off", orders=orders, positions=positions)
+        await self.gate.start(fresh_session=self.fresh_session)
+        await self.reconciler.reconcile_at_start()  # raises if the venue cannot be reconciled
+        self.gate.reconciled = True
+        next_poll = next_operator = time.monotonic()
+        next_balances = time.monotonic() + self.balances_interval_s
+        try:
+            while not ctx.stopping.is_set():
+                ctx.liveness.beat(ctx.name, quiet_for_s=self.poll_interval_s)
+                try:
+                    event = await asyncio.wait_for(self.inbox.get(), timeout=self.poll_interval_s)
+                except TimeoutError:
+                    event = None
+                if event is not None:
+                    await self.on_bar(event, ctx)
+                now = time.monotonic()
+                if now >= next_operator:
+                    await self.gate.poll_operator()
+                    next_operator = now + OPERATOR_POLL_S
+                if self.simulated is None and now >= next_poll:
+                    await self.reconciler.poll_orders()
+                    await self.gate.maintain_makers()
+                    next_poll = now + self.poll_interval_s
+                if self.simulated is None and now >= next_balances:
+                    await self.reconciler.check_balances()
+                    next_balances = now + self.balances_interval_s
+                ctx.beat()
+            # Bars already taken in (at most the inbox) are settled before stopping, so a replay's
+            # last fills and exits are not lost to the stop it triggers.
+            while not self.inbox.empty():
+                await self.on_bar(self.inbox.get_nowait(), ctx, stopping=True)
+        finally:
+            await self._release_waiters()
+            if self.simulated is None:
+                canceled = await executor.cancel_all(list(self.symbols), "daemon stopping")
+                log.info("open orders canceled at stop", count=canceled)
+
+    async def on_bar(self, event: CandleClosed, ctx: ServiceContext, *, stopping: bool = False) -> None:
+        executor, gate = self.executor, self.gate
+        self.bars += 1
+        executor.book.new_day(trading_day(event.open_time_ms + self.step_ms, gate.timezone))
+        if self.simulated is not None:
+            for candle in event.candles.values():
+                self.simulated.on_bar(candle)
+        await executor.sync()
+        for symbol, candle in event.candles.items():
+            executor.book.mark(symbol, decimal_of(candle.close))
+        for symbol, candle in event.candles.items():
+            reason = executor.book.exit_reason_on_bar(
+                symbol,
+                low=decimal_of(candle.low),
+                high=decimal_of(candle.high),
+                max_hold_bars=self.max_hold_bars,
+            )
+            if reason is not None and symbol not in executor.symbols_with(side="sell"):
+                await gate.exit_position(symbol, reason, event.open_time_ms, decimal_of(candle.close))
+        await gate.check_breaker()
+        await gate.maintain_makers()
+        if self.simulated is not None:
+            self.simulated.forget_closed()
+        async with self._marked:
+            self.marked_through = event.open_time_ms
+            self._marked.notify_all()
+        if not stopping:
+            await self._take_decisions(event.open_time_ms, ctx)
+
+    async def _take_decisions(self, open_time_ms: int, ctx: ServiceContext) -> None:
+        """Intents of bar `open_time_ms` through the gate, up to the decision step's marker."""
+        deadline = None if self.decision_wait_s is None else time.monotonic() + self.decision_wait_s
+        while not ctx.stopping.is_set():
+            timeout = 1.0 if deadline is None else max(0.0, deadline - time.monotonic())
+            try:
+                item = await asyncio.wait_for(self.intents.get(), timeout=timeout)
+            except TimeoutError:
+                if deadline is not None:
+                    log.warning("decision step late; bar moves on", bar_open_time_ms=open_time_ms)
+                    return
+                continue
+            if isinstance(item, BarDecided):
+                if item.open_time_ms >= open_time_ms:
+                    return
+                continue
+            await self.gate.handle(item)
+
+    async def _release_waiters(self) -> None:
+        async with self._marked:
+            self.marked_through = 2**62
+            self._marked.notify_all()
+
+    def summary(self) -> str:
+        stats = self.executor.stats
+        trades = stats.trades
+        pnl = sum((t.pnl_quote for t in trades), Decimal(0))
+        wins = sum(1 for t in trades if t.pnl_quote > 0)
+        gross_win = sum((t.pnl_quote for t in trades if t.pnl_quote > 0), Decimal(0))
+        gross_loss = -sum((t.pnl_quote for t in trades if t.pnl_quote < 0), Decimal(0))
+        factor = f"{gross_win / gross_loss:.2f}" if gross_loss else "n/a"
+        rate = self.gate.quote_to_account
+        by_reason: dict[str, int] = {}
+        for t in trades:
+            by_reason[t.exit_reason] = by_reason.get(t.exit_reason, 0) + 1
+        denied = ", ".join(f"{k} {v}" for k, v in sorted(self.gate.stats.denied.items())) or "none"
+        return (
+            f"trading: {len(trades)} trades, {wins} won ({(wins / len(trades) if trades else 0):.0%}), "
+            f"PnL {pnl:.2f} quote = {pnl * rate:.2f} account, profit factor {factor}, "
+            f"fees {stats.fees_quote:.2f}; exits: {by_reason or 'none'}; "
+            f"orders {stats.placed} placed, {stats.rejected} refused, {stats.unknown} unknown; "
+            f"maker share {stats.maker_share:.0%} (saved {stats.maker_saved_quote:.2f} quote; "
+            f"{stats.reprices} re-prices, {stats.fallbacks} taker fallbacks, {stats.abandoned} abandoned); "
+            f"gate: {self.gate.stats.approved} approved, {self.gate.stats.scaled} scaled, denied: {denied}; "
+            f"open positions {len(self.executor.book.positions)}, max drawdown {self.executor.book.max_drawdown:.2%}"
+        )
