@@ -11,7 +11,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 ARGS   ?=
 
-.PHONY: help install run test lint migrate retrain bench db-start db-stop clean
+.PHONY: help install run test lint migrate retrain bench chaos db-start db-stop clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
@@ -45,6 +45,9 @@ retrain: install ## retrain the agent with walk-forward validation
 
 bench: install ## run the benchmarks in bench/ (figures go to bench/RESULTS.md by hand)
 	@set -e; for script in bench/*.py; do echo "== $$script"; $(BIN)/python $$script; done
+
+chaos: install ## kill -9 the live trading stack at 200 random points against the emulator, then verify
+	$(BIN)/python -m huracan.testing.chaos --kills $${KILLS:-200}
 
 db-start: install ## start (or reuse) the private PostgreSQL cluster under var/
 	$(BIN)/huracan db start

@@ -180,7 +180,7 @@ class ExecutionSettings(Section):
     reprice_after_s: PositiveSeconds = 10.0
     max_reprices: int = Field(3, ge=0)
     taker_fallback: bool = True
-    stop_loss_bps: Bps = 150.0
+    stop_loss_bps: float = Field(150.0, gt=0, lt=10_000)  # a stop at or below 0 is no stop
     take_profit_bps: Bps = 300.0
     max_hold_bars: int = Field(48, ge=1)
     order_timeout_s: PositiveSeconds = 10.0

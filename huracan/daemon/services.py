@@ -199,6 +199,7 @@ def build_trading(
         order_timeout_s=execution.order_timeout_s,
         taker_cost_bps=costs.taker_fee_bps + costs.half_spread_bps + costs.slippage_bps,
         maker_fee_bps=costs.maker_fee_bps,
+        step_ms=step_ms,
     )
     gate = RiskGate(
         RiskManager.from_settings(risk, execution, normal_position=risk.normal_position),

@@ -146,6 +146,7 @@ class Executor:
         taker_cost_bps: Decimal,
         maker_fee_bps: Decimal,
         settle_s: float = 6.0,
+        step_ms: int = 300_000,
     ) -> None:
         self.venue = venue
         self.journal = journal
@@ -157,6 +158,7 @@ class Executor:
         self.taker_cost_bps = taker_cost_bps  # taker fee + half spread + slippage, for "saved"
         self.maker_fee_bps = maker_fee_bps
         self.settle_ms = int(settle_s * 1000)
+        self.step_ms = step_ms  # bar length: a restored position's hold time in bars
         self.orders: dict[str, ManagedOrder] = {}  # working orders by client order id
         self.approved: dict[str, ApprovedOrder] = {}  # what each working order was approved as
         self.recent_submits: deque[int] = deque(maxlen=1000)
@@ -256,7 +258,7 @@ class Executor:
             order.exchange_order_id = ack.order.id
             await self._apply_venue_order(order, ack.order)
         await self.journal.update_order(order, self.now_ms())
-        self._settle(order)
+        self.settle(order)
         return order
 
     async def cancel(self, order: ManagedOrder, why: str) -> None:
@@ -283,7 +285,7 @@ class Executor:
             transition(order, OrderEvent.CANCELED)  # nothing of it is left on the venue
         order.venue_message = order.venue_message or why
         await self.journal.update_order(order, self.now_ms())
-        self._settle(order)
+        self.settle(order)
 
     async def cancel_all(self, symbols: list[str], why: str) -> int:
         """Cancel every open order of `symbols` on the venue, ours or not; returns how many."""
@@ -338,13 +340,13 @@ class Executor:
                 )
                 order.venue_message = "never reached the venue (not found by client order id)"
                 await self.journal.update_order(order, self.now_ms())
-                self._settle(order)
+                self.settle(order)
             return []
         order.exchange_order_id = order.exchange_order_id or venue_order.id
         closed = await self._apply_venue_order(order, venue_order)
         if (order.status, order.filled_quantity) != before:
             await self.journal.update_order(order, self.now_ms())
-        self._settle(order)
+        self.settle(order)
         return closed
 
     async def _apply_venue_order(self, order: ManagedOrder, venue_order: Order) -> list[ClosedTrade]:
@@ -446,7 +448,9 @@ class Executor:
             self.stats.trades.append(closed)
         return closed
 
-    def _settle(self, order: ManagedOrder) -> None:
+    def settle(self, order: ManagedOrder) -> None:
+        """Forget a finished order (its approval goes to `finished` for the maker logic) and free
+        its position for a new exit when an exit ended without closing it."""
         if order.is_terminal:
             self.orders.pop(order.client_order_id, None)
             approved = self.approved.pop(order.client_order_id, None)
@@ -495,11 +499,14 @@ class Executor:
                 self.book.apply_sell(
                     symbol, price=row["price"], quantity=row["quantity"], fee_quote=fee_quote, time_ms=0
                 )
+        now = self.now_ms()
+        for held in self.book.positions.values():
+            held.hold_bars = max(0, (now - held.opened_ms) // self.step_ms)
         for order in self.orders.values():
-            position = self.book.positions.get(order.symbol)
-            if order.side == "sell" and position is not None:
-                position.exit_reason = order.reason.removeprefix("exit:")
-                position.exit_order_id = order.db_id
+            exiting = self.book.positions.get(order.symbol)
+            if order.side == "sell" and exiting is not None:
+                exiting.exit_reason = order.reason.removeprefix("exit:")
+                exiting.exit_order_id = order.db_id
 
 
 def _liquidity(value: str | None) -> Literal["maker", "taker"] | None:

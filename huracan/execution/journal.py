@@ -400,6 +400,17 @@ class OrderJournal:
             )
         return net
 
+    async def last_fill_ms(self, symbol: str) -> int | None:
+        """Venue time of the newest fill recorded for `symbol` (None: none yet)."""
+        value = await self.pool.fetchval(
+            "SELECT max(f.filled_at) FROM fills f JOIN orders o ON o.id = f.order_id "
+            "WHERE f.exchange = $1 AND o.mode = $2 AND f.symbol = $3",
+            self.exchange,
+            self.mode,
+            symbol,
+        )
+        return None if value is None else _ms(value)
+
     async def known_trade_ids(self, trade_ids: list[str]) -> set[str]:
         rows = await self.pool.fetch(
             "SELECT venue_trade_id FROM fills WHERE exchange = $1 AND venue_trade_id = ANY($2::text[])",

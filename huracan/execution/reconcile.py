@@ -83,7 +83,7 @@ class Reconciler:
                     order.status = OrderStatus.CANCELED  # NEW/PENDING_SUBMIT rows of a dead session
                 order.venue_message = "simulated venue restarted"
                 await executor.journal.update_order(order, executor.now_ms())
-                executor.orders.pop(order.client_order_id, None)
+                executor.settle(order)
             return self.report
         for attempt in range(1, self.attempts + 1):
             try:
@@ -178,8 +178,11 @@ class Reconciler:
 
     async def _untracked_fills(self) -> None:
         executor = self.executor
-        since = executor.now_ms() - DAY_MS
         for symbol in self.symbols:
+            # From a day before the newest fill we hold, in the venue's own time (our clock and
+            # the venue's may differ): anything later we may have missed.
+            last = await executor.journal.last_fill_ms(symbol)
+            since = 0 if last is None else last - DAY_MS
             trades = await executor.venue.fetch_my_trades(symbol, since)
             if not trades:
                 continue
