@@ -1,6 +1,7 @@
-"""From candles to decisions through the real commands: `huracan train` on real bundled bars
+"""From candles to trades through the real commands: `huracan train` on real bundled bars
 registers a champion, `huracan models list --json` shows it, and `huracan run --until-end`
-decides with it on every bar after the warm-up."""
+decides with it on every bar after the warm-up and trades its intents through the risk gate and
+the simulated venue into trade_memory."""
 
 from __future__ import annotations
 
@@ -44,6 +45,9 @@ def test_train_register_list_and_decide(
         "HURACAN_TRAINING__EPISODE_BARS": "64",
         "HURACAN_TRAINING__N_ENVS": "64",
         "HURACAN_TRAINING__TOTAL_STEPS": "8192",
+        # Taker entries and a short time exit, so that three days of bars close trades.
+        "HURACAN_EXECUTION__MAKER_ENTRIES": "false",
+        "HURACAN_EXECUTION__MAX_HOLD_BARS": "12",
     }
     trained = huracan(["train", "--source", "files"], env)
     assert trained.returncode == 0, trained.stdout[-3000:] + trained.stderr[-3000:]
@@ -80,6 +84,38 @@ def test_train_register_list_and_decide(
     else:
         assert {r[0] for r in rows} == {version}
         assert f"{version}: {sum(r[1] for r in rows)} paper trades" in paper
+
+
+    # The champion's intents were traded: the summary's trades are the trade_memory rows, each
+    # with its closed position and its filled entry and exit orders.
+    trading = next(line for line in run.stdout.splitlines() if line.startswith("trading:"))
+    traded = int(trading.split()[1])
+    assert traded > 0, trading
+    memory = asyncio.run(trades(db_dsn))
+    assert len(memory) == traded
+    assert {r["model_version"] for r in memory} == {version}
+    assert all(r["position_status"] == "closed" for r in memory)
+    assert all(r["entry_status"] == r["exit_status"] == "FILLED" for r in memory)
+    assert {r["exit_reason"] for r in memory} <= {"signal", "stop_loss", "take_profit", "time_exit"}
+    assert all(len(r["entry_features"]) == 80 for r in memory)
+
+
+async def trades(dsn: str) -> list[asyncpg.Record]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return list(
+            await conn.fetch(
+                """
+                SELECT t.model_version, t.exit_reason, t.entry_features, p.status AS position_status,
+                       eo.status AS entry_status, xo.status AS exit_status
+                FROM trade_memory t JOIN positions p ON p.id = t.position_id
+                JOIN orders eo ON eo.id = t.entry_order_id JOIN orders xo ON xo.id = t.exit_order_id
+                WHERE t.mode = 'replay'
+                """
+            )
+        )
+    finally:
+        await conn.close()
 
 
 async def performance(dsn: str) -> list[tuple[str, int, int]]:

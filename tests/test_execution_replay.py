@@ -604,7 +604,7 @@ async def test_denials_are_risk_events_and_halted_lets_only_exits_through(db_poo
     assert all(r["mode"] == "replay" and r["detail"] for r in denials)
     assert gate.stats.denied == {"no_position": 1, "position_open": 1, "halted": 1}
     halts = await rows(db_pool, "SELECT * FROM risk_events WHERE decision = 'halted'")
-    assert [r["reason_code"] for r in halts] == ["operator_halt"]
+    assert [r["reason_code"] for r in halts] == ["operator"]
     assert (await load_state(db_pool, "replay")).state is TradingState.HALTED
 
 

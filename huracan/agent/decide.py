@@ -7,9 +7,10 @@ features are primed from the stored candles before it, so a restart does not wai
 the feature windows to fill.
 
 Every deciding model version also has a paper book (huracan/agent/paper.py): its decisions
-filled by the canonical rules at the next bar's open. Until an executor keeps the real position
-book, the champion's context (has position, unrealised PnL, ...) is its paper book; an A/B
-challenger's always is. Closed paper trades go to `model_performance` per version and day.
+filled by the canonical rules at the next bar's open. The champion's context (has position,
+unrealised PnL, ...) is the executor's position book, read once the book has taken the bar;
+an A/B challenger's is its paper book. Closed paper trades go to `model_performance` per
+version and day.
 """
 
 from __future__ import annotations

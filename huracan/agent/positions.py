@@ -1,8 +1,8 @@
 """What the agent needs to know about positions and the day's trading, per symbol.
 
-The position book belongs to execution; the decision step reads it through `PositionView`.
-Until an executor keeps a book (the execution issue), each model's paper book
-(huracan/agent/paper.py) is its view. Pattern memory likewise comes through
+The position book belongs to execution (huracan/execution/positions.py); the decision step
+reads it through `PositionView`. An A/B challenger, which never trades, reads its paper book
+(huracan/agent/paper.py) instead. Pattern memory likewise comes through
 `PatternMemoryView`; `NoPatternMemory` gives the zeros the state schema specifies until the
 pattern library feeds it.
 """

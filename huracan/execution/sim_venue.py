@@ -83,7 +83,6 @@ class SimulatedVenue:
         self._orders: dict[str, _SimOrder] = {}  # by client order id
         self._trades: dict[str, list[Trade]] = {s: [] for s in self.markets}
         self._last_close: dict[str, Decimal] = {}
-        self._next_id = 0
 
     # --- market data ----------------------------------------------------------------------------
     async def market(self, symbol: str) -> MarketRules:
@@ -183,10 +182,11 @@ class SimulatedVenue:
                 raise PostOnlyWouldTake(
                     f"{request.client_order_id}: post-only order would immediately match and take"
                 )
-        self._next_id += 1
         now = self.now_ms()
         order = Order(
-            id=f"sim{now}-{self._next_id}",
+            # From the client order id (a database sequence): unique across replays of the same
+            # history, which a counter or the replay clock would not be.
+            id=f"sim-{request.client_order_id}",
             client_order_id=request.client_order_id,
             symbol=request.symbol,
             side=request.side,

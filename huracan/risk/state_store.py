@@ -86,7 +86,8 @@ async def set_state(
     """Persist `state` and log it in risk_events, in one transaction."""
     value = json.dumps({"state": state.value, "reason": reason, "by": by, "since": now_ms})
     decision = "resumed" if state is TradingState.ACTIVE else "halted"
-    code = reason if reason.replace("_", "").isalnum() and reason[:1].isalpha() else "operator"
+    # An operator's words go to the detail; the engine's own reasons are codes already.
+    code = "operator" if by == "operator" or not reason.replace("_", "").isalnum() else reason
     async with pool.acquire() as tx, tx.transaction():
         await tx.execute(
             "INSERT INTO daemon_state (key, value, updated_at) VALUES ($1, $2::jsonb, now()) "
