@@ -85,7 +85,6 @@ def test_train_register_list_and_decide(
         assert {r[0] for r in rows} == {version}
         assert f"{version}: {sum(r[1] for r in rows)} paper trades" in paper
 
-
     # The champion's intents were traded: the summary's trades are the trade_memory rows, each
     # with its closed position and its filled entry and exit orders.
     trading = next(line for line in run.stdout.splitlines() if line.startswith("trading:"))
