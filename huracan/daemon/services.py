@@ -41,6 +41,7 @@ from huracan.market.universe import check_universe
 from huracan.memory.candles import CandleStore
 from huracan.risk.gate import RiskGate
 from huracan.risk.manager import RiskManager
+from huracan.risk.rates import TickerSource
 from huracan.rl.env import EnvConfig
 from huracan.rl.registry import ModelRegistry, model_dir_of
 
@@ -107,6 +108,7 @@ def trading_services(
     simulated: SimulatedVenue | None,
     markets: dict[str, MarketRules],
     now_ms: Callable[[], int],
+    rates: TickerSource | None = None,
 ) -> list[Service]:
     """The decision step on the bars `ingest` publishes, and the trading task (the risk gate
     over the intent queue, the executor, the position book) that trades its intents."""
@@ -127,6 +129,7 @@ def trading_services(
         timeframe=ingest.plan.timeframe,
         candles=ingest.topic,
         intents=intents,
+        rates=rates,
     )
     decide = DecisionService(
         exchange_id=ingest.source.exchange_id,
@@ -169,9 +172,11 @@ def build_trading(
     timeframe: str,
     candles: Topic[CandleClosed],
     intents: asyncio.Queue[OrderIntent | BarDecided],
+    rates: TickerSource | None = None,
 ) -> TradingService:
     """The trading task over `venue`: journal, position book, executor, risk gate, reconciler.
-    `simulated` is the venue when it is the simulated one (replay, shadow), None live."""
+    `simulated` is the venue when it is the simulated one (replay, shadow), None live; `rates`
+    the market data source of the account currency's rate (None: the configured rate)."""
     risk, execution = config.risk, config.execution
     mode = config.exchange.mode
     rate = risk.quote_to_account_rate
@@ -219,6 +224,7 @@ def build_trading(
             signal_ttl_ms=int(execution.signal_ttl_s * 1000),
         ),
         flatten_on_breaker=risk.flatten_on_circuit_breaker,
+        account_currency=risk.account_currency,
     )
     return TradingService(
         gate,
@@ -241,4 +247,5 @@ def build_trading(
         # go on when the decision step is late by more than a fifth of a bar.
         decision_wait_s=None if mode == "replay" else step_ms / 5000,
         fresh_session=mode == "replay",
+        rates=rates,
     )

@@ -125,6 +125,8 @@ class ExecutionStats:
     fallbacks: int = 0
     abandoned: int = 0
     trades: list[ClosedTrade] = field(default_factory=list)
+    # (exit time, PnL in account currency at the rate of its close) per closed trade
+    closed_account: list[tuple[int, Decimal]] = field(default_factory=list)
 
     @property
     def maker_share(self) -> float:
@@ -446,6 +448,7 @@ class Executor:
             self.stats.taker_notional += notional
         if closed is not None:
             self.stats.trades.append(closed)
+            self.stats.closed_account.append((closed.exit_time_ms, closed.pnl_quote * self.quote_to_account))
         return closed
 
     def settle(self, order: ManagedOrder) -> None:

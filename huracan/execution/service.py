@@ -32,10 +32,12 @@ from huracan.execution.sim_venue import SimulatedVenue
 from huracan.logs import get_logger
 from huracan.risk.calendar import trading_day
 from huracan.risk.gate import RiskGate
+from huracan.risk.rates import TickerSource, venue_rate
 
 log = get_logger("huracan.execution.service")
 
 OPERATOR_POLL_S = 2.0
+RATE_REFRESH_S = 60.0
 
 
 class TradingService:
@@ -56,11 +58,13 @@ class TradingService:
         balances_interval_s: float,
         decision_wait_s: float | None,
         fresh_session: bool,
+        rates: TickerSource | None = None,
     ) -> None:
         """decision_wait_s: how long to wait for the decision step's marker of a bar (None: as
         long as it takes, which replay wants; live must not let a stuck decision step hold up
         its exits). fresh_session: replay starts history over, so an earlier replay's orders
-        and positions are closed off instead of restored."""
+        and positions are closed off instead of restored. rates: where live and shadow read the
+        quote -> account currency rate (None: the configured rate stays)."""
         self.gate = gate
         self.executor = gate.executor
         self.inbox = candles.subscribe(self.name, maxsize=64)
@@ -74,6 +78,7 @@ class TradingService:
         self.balances_interval_s = balances_interval_s
         self.decision_wait_s = decision_wait_s
         self.fresh_session = fresh_session
+        self.rates = rates
         self.marked_through = -1
         self._marked = asyncio.Condition()
         self.bars = 0
@@ -92,10 +97,11 @@ class TradingService:
             if orders or positions:
                 log.info("earlier replay session closed off", orders=orders, positions=positions)
         await self.gate.start(fresh_session=self.fresh_session)
+        await self._refresh_rate()
         await self.reconciler.reconcile_at_start()  # raises if the venue cannot be reconciled
         self.gate.reconciled = True
         next_poll = next_operator = time.monotonic()
-        next_balances = time.monotonic() + self.balances_interval_s
+        next_balances = next_rate = time.monotonic() + self.balances_interval_s
         try:
             while not ctx.stopping.is_set():
                 ctx.liveness.beat(ctx.name, quiet_for_s=self.poll_interval_s)
@@ -116,6 +122,9 @@ class TradingService:
                 if self.simulated is None and now >= next_balances:
                     await self.reconciler.check_balances()
                     next_balances = now + self.balances_interval_s
+                if now >= next_rate:
+                    await self._refresh_rate()
+                    next_rate = now + RATE_REFRESH_S
                 ctx.beat()
             # Bars already taken in (at most the inbox) are settled before stopping, so a replay's
             # last fills and exits are not lost to the stop it triggers.
@@ -126,6 +135,14 @@ class TradingService:
             if self.simulated is None:
                 canceled = await executor.cancel_all(list(self.symbols), "daemon stopping")
                 log.info("open orders canceled at stop", count=canceled)
+
+    async def _refresh_rate(self) -> None:
+        if self.rates is None or not self.executor.markets:
+            return
+        quote = next(iter(self.executor.markets.values())).quote
+        rate = await venue_rate(self.rates, quote=quote, account=self.gate.account_currency)
+        if rate is not None:
+            self.gate.set_rate(rate)
 
     async def on_bar(self, event: CandleClosed, ctx: ServiceContext, *, stopping: bool = False) -> None:
         executor, gate = self.executor, self.gate

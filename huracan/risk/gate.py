@@ -56,7 +56,7 @@ class RiskGate:
         maker_entries: bool,
         maker: MakerRules,
         flatten_on_breaker: bool,
-        wanted_venue_cancel_on_halt: bool = True,
+        account_currency: str = "GBP",
     ) -> None:
         self.manager = manager
         self.executor = executor
@@ -69,12 +69,14 @@ class RiskGate:
         self.maker_entries = maker_entries
         self.maker = maker
         self.flatten_on_breaker = flatten_on_breaker
+        self.account_currency = account_currency
         self.state = TradingState.ACTIVE
         self.reconciled = False
         self.breaker_reset_ms = 0
         self.realised_before_reset_window = Decimal(0)  # account ccy, trades since reset before start
         self.realised_today_before = Decimal(0)  # account ccy, trades of today before start
         self.start_day = 0
+        self._tally_day, self._tally, self._tallied = -1, Decimal(0), 0
         self.stats = GateStats()
 
     @property
@@ -116,9 +118,10 @@ class RiskGate:
         rate = self.quote_to_account
         unrealised = book.unrealised_quote() * rate
         session = self._session_realised()
+        day = trading_day(now, self.timezone)
         # Trades of today closed before this start, when today is still the day we started on.
-        before = self.realised_today_before if book.today.day == self.start_day else Decimal(0)
-        today = before + book.today.realised_quote * rate
+        before = self.realised_today_before if day == self.start_day else Decimal(0)
+        today = before + self._realised_on(day)
         return Portfolio(
             now_ms=now,
             state=self.state,
@@ -134,8 +137,27 @@ class RiskGate:
             recent_orders_ms=tuple(t for t in self.executor.recent_submits if now - t < 60_000),
         )
 
+    def _realised_on(self, day: int) -> Decimal:
+        """This session's realised PnL (account currency) of trades closed on trading day `day`,
+        kept as a running sum: the gate asks for it on every intent."""
+        closed = self.executor.stats.closed_account
+        if day != self._tally_day:
+            self._tally_day, self._tally, self._tallied = day, Decimal(0), 0
+        for exit_ms, pnl in closed[self._tallied :]:
+            if trading_day(exit_ms, self.timezone) == day:
+                self._tally += pnl
+        self._tallied = len(closed)
+        return self._tally
+
     def _session_realised(self) -> Decimal:
-        return sum((t.pnl_quote for t in self.executor.stats.trades), Decimal(0)) * self.quote_to_account
+        """Account currency, each trade at the rate of its close."""
+        return sum((pnl for _, pnl in self.executor.stats.closed_account), Decimal(0))
+
+    def set_rate(self, rate: Decimal) -> None:
+        """A new quote -> account rate (live and shadow read it from the venue)."""
+        if rate != self.quote_to_account:
+            log.info("account currency rate", rate=str(rate), previous=str(self.quote_to_account))
+        self.quote_to_account = self.executor.quote_to_account = rate
 
     # --- the one path ---------------------------------------------------------------------------
     async def handle(self, intent: OrderIntent, *, decided_ms: int | None = None) -> RiskAssessment | None:
