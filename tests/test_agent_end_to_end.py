@@ -97,6 +97,26 @@ def test_train_register_list_and_decide(
     assert all(r["entry_status"] == r["exit_status"] == "FILLED" for r in memory)
     assert {r["exit_reason"] for r in memory} <= {"signal", "stop_loss", "take_profit", "time_exit"}
     assert all(len(r["entry_features"]) == 80 for r in memory)
+    # Every order filled at the open of the bar after the one it was decided on, as in training
+    # (ingestion runs ahead of the trading task; the fills must not drift with it).
+    lags = asyncio.run(fill_lags_ms(db_dsn))
+    assert lags
+    assert set(lags) == {300_000}, sorted(set(lags))
+
+
+async def fill_lags_ms(dsn: str) -> list[int]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = await conn.fetch(
+            """
+            SELECT (extract(epoch FROM f.filled_at) * 1000)::bigint - (o.intent->>'bar_open_time_ms')::bigint AS lag
+            FROM fills f JOIN orders o ON o.id = f.order_id
+            WHERE o.mode = 'replay' AND (o.intent->>'bar_open_time_ms')::bigint > 0
+            """
+        )
+    finally:
+        await conn.close()
+    return [int(r["lag"]) for r in rows]
 
 
 async def trades(dsn: str) -> list[asyncpg.Record]:

@@ -864,7 +864,9 @@ async def test_maker_entry_follows_the_bid_then_falls_back_to_taker(db_pool: asy
     ]
     prices = [MAKER.limit_after(t), *(value for kind, value in expected if kind == "reprice")]
     assert [o["limit_price"] for o in orders[:3]] == prices
-    assert len({o["quantity"] for o in orders}) == 1  # the remaining quantity each time
+    # Each replacement is assessed again: the same notional at a higher bid is fewer coins.
+    quantities = [o["quantity"] for o in orders]
+    assert quantities == sorted(quantities, reverse=True)
     (fill,) = await rows(db_pool, "SELECT * FROM fills")
     assert (fill["liquidity"], fill["price"]) == ("taker", expected[-1][1])
     assert BTC in run.replay.book_positions
@@ -966,3 +968,28 @@ def test_a_stop_at_or_beyond_the_whole_price_is_refused_by_the_config() -> None:
     configuration refuses it rather than let the trading task fail on the first fill."""
     with pytest.raises(ValidationError, match="stop_loss_bps"):
         config_of(execution={"stop_loss_bps": 10_000.0})
+
+
+async def test_a_restart_of_the_trading_task_in_the_process_does_not_count_anything_twice(
+    db_pool: asyncpg.Pool,
+) -> None:
+    """The supervisor runs a crashed task again on the same object: the book is rebuilt from the
+    journal, not folded onto the positions and PnL it still holds."""
+    config = config_of(mode="shadow", execution={"stop_loss_bps": 150.0})
+    s = 12_000
+    replay = Replay.build(config, db_pool, start=s)
+    await replay.start()
+    await replay.bar(s, lambda i: [intent(AgentAction.ENTER_LONG_NORMAL, BTC, i)])
+    await replay.bar(s + 1, lambda i: [intent(AgentAction.EXIT_POSITION, BTC, i)])
+    await replay.bar(s + 2, lambda i: [intent(AgentAction.ENTER_LONG_NORMAL, BTC, i)])
+    await replay.bar(s + 3)
+    position = replay.book_positions[BTC]
+    before = (position.quantity, position.average_entry_price, position.entry_fees_quote)
+    since_reset = replay.service.gate.portfolio().pnl_since_reset
+    assert replay.service.executor.stats.trades  # one round trip closed
+
+    replay.ctx.stopping.set()  # run() restarts, reconciles, and returns at once
+    await replay.service.run(replay.ctx)
+    again = replay.book_positions[BTC]
+    assert (again.quantity, again.average_entry_price, again.entry_fees_quote) == before
+    assert replay.service.gate.portfolio().pnl_since_reset == since_reset

@@ -149,10 +149,15 @@ class DecisionService:
         if self.positions_ready is not None and not stopping:
             await self.positions_ready(event.open_time_ms)
         agent = ctx.config.current.agent
-        decided: list[OrderIntent | BarDecided] = [
-            *self.decide(event, greedy=agent.greedy, min_confidence=agent.min_confidence),
-            BarDecided(event.open_time_ms),
-        ]
+        decided: list[OrderIntent | BarDecided] = [BarDecided(event.open_time_ms)]
+        try:
+            decided[:0] = self.decide(event, greedy=agent.greedy, min_confidence=agent.min_confidence)
+        except Exception:
+            # The trading task waits for this bar's marker: it goes out even when deciding
+            # failed, so a crash here cannot hold the bar stream (replay) or the exits (live).
+            if not self.intents.full():
+                self.intents.put_nowait(decided[0])
+            raise
         for item in decided:
             if not stopping:
                 await self.intents.put(item)  # a full queue holds the bar stream back: backpressure

@@ -32,6 +32,7 @@ from huracan.market.universe import UnknownSymbols
 from huracan.memory.cluster import ClusterError, PrivateCluster
 from huracan.memory.database import DatabaseUnavailable, open_pool, prepare_database
 from huracan.memory.migrate import MigrationError, apply_migrations, default_migrations_dir
+from huracan.risk.rates import MixedQuoteCurrencies
 
 log = get_logger("huracan.daemon")
 
@@ -202,7 +203,7 @@ class Daemon:
         self.notifier.status("starting: services")
         try:
             services: list[Service] = list(await self.service_factory(deps, resources))
-        except (ReplayDataError, UnknownSymbols) as exc:
+        except (ReplayDataError, UnknownSymbols, MixedQuoteCurrencies) as exc:
             log.critical("the market data source refuses the configuration", error=str(exc))
             return EX_CONFIG
         except (BadSymbol, AuthenticationFailed) as exc:

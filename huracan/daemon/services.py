@@ -41,7 +41,7 @@ from huracan.market.universe import check_universe
 from huracan.memory.candles import CandleStore
 from huracan.risk.gate import RiskGate
 from huracan.risk.manager import RiskManager
-from huracan.risk.rates import TickerSource
+from huracan.risk.rates import TickerSource, single_quote
 from huracan.rl.env import EnvConfig
 from huracan.rl.registry import ModelRegistry, model_dir_of
 
@@ -180,6 +180,7 @@ def build_trading(
     risk, execution = config.risk, config.execution
     mode = config.exchange.mode
     rate = risk.quote_to_account_rate
+    single_quote({m.quote for m in markets.values()})
     step_ms = timeframe_ms(timeframe)
     book = PositionBook(
         capital_quote=risk.capital / rate,
@@ -205,6 +206,7 @@ def build_trading(
         taker_cost_bps=costs.taker_fee_bps + costs.half_spread_bps + costs.slippage_bps,
         maker_fee_bps=costs.maker_fee_bps,
         step_ms=step_ms,
+        fee_rates=rates,
     )
     gate = RiskGate(
         RiskManager.from_settings(risk, execution, normal_position=risk.normal_position),

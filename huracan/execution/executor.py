@@ -55,8 +55,9 @@ from huracan.execution.order_state import (
     event_for_venue_status,
     transition,
 )
-from huracan.execution.positions import ClosedTrade, EntryContext, PositionBook
+from huracan.execution.positions import ClosedTrade, EntryContext, FillEffect, PositionBook
 from huracan.logs import get_logger
+from huracan.risk.rates import TickerSource, venue_rate
 
 log = get_logger("huracan.execution")
 
@@ -149,6 +150,7 @@ class Executor:
         maker_fee_bps: Decimal,
         settle_s: float = 6.0,
         step_ms: int = 300_000,
+        fee_rates: TickerSource | None = None,
     ) -> None:
         self.venue = venue
         self.journal = journal
@@ -161,6 +163,7 @@ class Executor:
         self.maker_fee_bps = maker_fee_bps
         self.settle_ms = int(settle_s * 1000)
         self.step_ms = step_ms  # bar length: a restored position's hold time in bars
+        self.fee_rates = fee_rates  # prices fees charged in a third currency
         self.orders: dict[str, ManagedOrder] = {}  # working orders by client order id
         self.approved: dict[str, ApprovedOrder] = {}  # what each working order was approved as
         self.recent_submits: deque[int] = deque(maxlen=1000)
@@ -258,17 +261,29 @@ class Executor:
         else:
             self.stats.placed += 1
             order.exchange_order_id = ack.order.id
-            await self._apply_venue_order(order, ack.order)
+            if ack.order.amount < order.quantity:
+                order.quantity = ack.order.amount  # the venue's rounding of the amount stands
+            try:
+                await self._apply_venue_order(order, ack.order)
+            except ExchangeError as exc:
+                # The order exists; its fills are fetched by the next sync.
+                log.warning(
+                    "fills of a placed order not fetched yet",
+                    client_order_id=order.client_order_id,
+                    error=str(exc),
+                )
         await self.journal.update_order(order, self.now_ms())
         self.settle(order)
         return order
 
     async def cancel(self, order: ManagedOrder, why: str) -> None:
-        """Cancel a working order (never refused: a cancel only lowers risk)."""
-        if order.is_terminal or order.status is OrderStatus.UNKNOWN:
+        """Cancel a working order (never refused: a cancel only lowers risk). An UNKNOWN order is
+        cancelled by its client order id too: whether it exists is unknown, so is harmless to ask."""
+        if order.is_terminal:
             return
-        transition(order, OrderEvent.CANCEL_REQUESTED)
-        await self.journal.update_order(order, self.now_ms())
+        if order.status is not OrderStatus.UNKNOWN:
+            transition(order, OrderEvent.CANCEL_REQUESTED)
+            await self.journal.update_order(order, self.now_ms())
         try:
             result = await self.venue.cancel_order(order.symbol, client_order_id=order.client_order_id)
         except OrderNotFound:
@@ -283,8 +298,9 @@ class Executor:
             return
         if result.order is not None:
             await self._apply_venue_order(order, result.order)
-        elif result.outcome == "not_found":
-            transition(order, OrderEvent.CANCELED)  # nothing of it is left on the venue
+        elif result.outcome == "not_found" and order.status is not OrderStatus.UNKNOWN:
+            # Nothing of it is on the venue (an UNKNOWN order may still appear until it settles).
+            transition(order, OrderEvent.CANCELED)
         order.venue_message = order.venue_message or why
         await self.journal.update_order(order, self.now_ms())
         self.settle(order)
@@ -302,7 +318,9 @@ class Executor:
                 log.error("could not list open orders to cancel them", symbol=symbol, error=str(exc))
                 continue
             for venue_order in open_orders:
-                if venue_order.client_order_id in self.orders:
+                tracked = self.orders.get(venue_order.client_order_id or "")
+                if tracked is not None:
+                    await self.cancel(tracked, why)  # again: the first try may have failed
                     continue
                 try:
                     await self.venue.cancel_order(symbol, order_id=venue_order.id)
@@ -361,6 +379,16 @@ class Executor:
                     result = await self.on_trade(order, trade)
                     if result is not None:
                         closed.append(result)
+        if venue_order.filled > order.filled_quantity and not venue_order.is_open:
+            # Finished on the venue with fills we have not seen yet: keep it working until they
+            # arrive (the next sync asks again), or they would be lost with the order.
+            log.warning(
+                "finished order's fills not all fetched yet",
+                client_order_id=order.client_order_id,
+                venue_filled=str(venue_order.filled),
+                recorded=str(order.filled_quantity),
+            )
+            return closed
         event = event_for_venue_status(order, venue_order.status, venue_order.filled)
         if order.status is OrderStatus.UNKNOWN and event is None and venue_order.is_open:
             event = OrderEvent.ACCEPTED
@@ -374,6 +402,8 @@ class Executor:
         fee_currency = trade.fee_asset or rules.quote
         fee_base = fee if fee_currency == rules.base else Decimal(0)
         fee_quote = fee if fee_currency == rules.quote else fee_base * trade.price
+        if fee and fee_currency not in (rules.base, rules.quote):
+            fee_quote = await self._fee_in_quote(fee, fee_currency, rules.quote)
         report = FillReport(
             trade.id,
             trade.price,
@@ -414,6 +444,15 @@ class Executor:
                 entry=entry,
                 amount_step=rules.amount_step,
             )
+        elif order.symbol not in self.book.positions:
+            # A sell of coins the book does not hold (an adopted EXTERNAL order): recorded, no
+            # position of ours changes.
+            log.warning(
+                "sell fill without a position of ours",
+                client_order_id=order.client_order_id,
+                trade_id=trade.id,
+            )
+            effect = FillEffect(None)
         else:
             effect = self.book.apply_sell(
                 order.symbol,
@@ -451,6 +490,25 @@ class Executor:
             self.stats.closed_account.append((closed.exit_time_ms, closed.pnl_quote * self.quote_to_account))
         return closed
 
+    async def _fee_in_quote(self, fee: Decimal, asset: str, quote: str) -> Decimal:
+        """A fee charged in a third currency (BNB) in quote, at the venue's price of it."""
+        if self.fee_rates is not None:
+            rate = await venue_rate(self.fee_rates, quote=asset, account=quote)
+            if rate is not None:
+                return fee * rate
+        log.error("a fee in a currency we cannot price is counted as 0", fee=str(fee), asset=asset)
+        return Decimal(0)
+
+    def reset(self) -> None:
+        """Forget everything held in memory: before restore() on a restart of the task, so the
+        journal's fills are not folded onto a book that still holds them."""
+        self.book.positions.clear()
+        self.book.realised_total_quote = Decimal(0)
+        self.orders.clear()
+        self.approved.clear()
+        self.finished.clear()
+        self.stats.closed_account.clear()
+
     def settle(self, order: ManagedOrder) -> None:
         """Forget a finished order (its approval goes to `finished` for the maker logic) and free
         its position for a new exit when an exit ended without closing it."""
@@ -460,7 +518,7 @@ class Executor:
             position = self.book.positions.get(order.symbol)
             if order.side == "sell" and position is not None and position.exit_order_id == order.db_id:
                 position.exit_reason = None  # the exit ended without closing it: rules may exit again
-            if approved is not None:
+            if approved is not None and order.post_only:  # the maker logic may replace it
                 self.finished[order.client_order_id] = approved
 
     # --- start-up -------------------------------------------------------------------------------
@@ -503,8 +561,11 @@ class Executor:
                     symbol, price=row["price"], quantity=row["quantity"], fee_quote=fee_quote, time_ms=0
                 )
         now = self.now_ms()
-        for held in self.book.positions.values():
+        for symbol, held in self.book.positions.items():
             held.hold_bars = max(0, (now - held.opened_ms) // self.step_ms)
+            held.last_price = self.book.last_prices.get(
+                symbol, held.last_price
+            )  # marks survive a task restart
         for order in self.orders.values():
             exiting = self.book.positions.get(order.symbol)
             if order.side == "sell" and exiting is not None:

@@ -113,7 +113,7 @@ class OrderJournal:
         target: Any = conn if conn is not None else self.pool
         await target.execute(
             """
-            UPDATE orders SET status = $2, exchange_order_id = COALESCE($3, exchange_order_id),
+            UPDATE orders SET status = $2, exchange_order_id = COALESCE($3, exchange_order_id), quantity = $9,
                    filled_quantity = $4, average_fill_price = $5, venue_message = COALESCE($6, venue_message),
                    updated_at = $7, closed_at = CASE WHEN $8 THEN COALESCE(closed_at, $7) END
             WHERE id = $1
@@ -126,6 +126,7 @@ class OrderJournal:
             order.venue_message,
             _ts(now_ms),
             order.is_terminal,
+            order.quantity,
         )
 
     async def record_fill(

@@ -75,6 +75,9 @@ class Reconciler:
         if not self.live:
             # A simulated venue starts empty: orders of an earlier session are gone with it.
             for order in list(executor.orders.values()):
+                # After a restart of the task within the process the simulated venue still holds
+                # the order: cancel it there too, so it cannot fill behind the journal's back.
+                await executor.venue.cancel_order(order.symbol, client_order_id=order.client_order_id)
                 transition(
                     order,
                     OrderEvent.NOT_FOUND if order.status is OrderStatus.UNKNOWN else OrderEvent.CANCELED,

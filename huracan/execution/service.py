@@ -79,6 +79,7 @@ class TradingService:
         self.decision_wait_s = decision_wait_s
         self.fresh_session = fresh_session
         self.rates = rates
+        self._started = False
         self.marked_through = -1
         self._marked = asyncio.Condition()
         self.bars = 0
@@ -90,13 +91,19 @@ class TradingService:
 
     async def run(self, ctx: ServiceContext) -> None:
         executor = self.executor
-        if self.fresh_session:
+        # A restart of this task (the supervisor runs it again after a crash) starts from the
+        # journal, like a restart of the process: nothing held in memory is trusted twice.
+        executor.reset()
+        self.gate.reconciled = False
+        fresh = self.fresh_session and not self._started
+        self._started = True
+        if fresh:
             orders, positions = await executor.journal.abandon_session(
                 executor.now_ms(), "replay session ended"
             )
             if orders or positions:
                 log.info("earlier replay session closed off", orders=orders, positions=positions)
-        await self.gate.start(fresh_session=self.fresh_session)
+        await self.gate.start(fresh_session=fresh)
         await self._refresh_rate()
         await self.reconciler.reconcile_at_start()  # raises if the venue cannot be reconciled
         self.gate.reconciled = True
@@ -177,11 +184,14 @@ class TradingService:
         """Intents of bar `open_time_ms` through the gate, up to the decision step's marker."""
         deadline = None if self.decision_wait_s is None else time.monotonic() + self.decision_wait_s
         while not ctx.stopping.is_set():
-            timeout = 1.0 if deadline is None else max(0.0, deadline - time.monotonic())
+            timeout = 1.0 if deadline is None else max(0.0, min(1.0, deadline - time.monotonic()))
+            ctx.liveness.beat(
+                ctx.name, quiet_for_s=timeout
+            )  # waiting on the decision step is not being stuck
             try:
                 item = await asyncio.wait_for(self.intents.get(), timeout=timeout)
             except TimeoutError:
-                if deadline is not None:
+                if deadline is not None and time.monotonic() >= deadline:
                     log.warning("decision step late; bar moves on", bar_open_time_ms=open_time_ms)
                     return
                 continue

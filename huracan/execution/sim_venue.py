@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 from decimal import ROUND_HALF_EVEN, Decimal
 
 from huracan.core.candle import Candle, CandleSeries
+from huracan.core.timeframe import timeframe_ms
 from huracan.exchange.adapter_orders import prepare_order
 from huracan.exchange.errors import OrderNotFound, PostOnlyWouldTake
 from huracan.exchange.models import (
@@ -83,6 +84,7 @@ class SimulatedVenue:
         self._orders: dict[str, _SimOrder] = {}  # by client order id
         self._trades: dict[str, list[Trade]] = {s: [] for s in self.markets}
         self._last_close: dict[str, Decimal] = {}
+        self._market_ms = 0  # close of the newest bar seen
 
     # --- market data ----------------------------------------------------------------------------
     async def market(self, symbol: str) -> MarketRules:
@@ -114,7 +116,14 @@ class SimulatedVenue:
                 )
                 for s in working
             ]
+            step = self.markets[symbol].amount_step
             for fill in fill_on_bar(sim_orders, bar, self.costs):
+                # A share of the bar's volume is rarely a whole number of lots; the venue's
+                # fills are, and what is left must be an amount it would take.
+                quantity = floor_to_step(fill.quantity, step)
+                if quantity <= 0:
+                    continue
+                fill = replace(fill, quantity=quantity, fee_quote=fill.fee_quote * quantity / fill.quantity)
                 trades.append(
                     self._apply(
                         fill.client_order_id,
@@ -126,6 +135,7 @@ class SimulatedVenue:
                     )
                 )
         self._last_close[symbol] = bar.close
+        self._market_ms = max(self._market_ms, candle.open_time_ms + timeframe_ms(candle.timeframe))
         return trades
 
     def _apply(
@@ -182,7 +192,10 @@ class SimulatedVenue:
                 raise PostOnlyWouldTake(
                     f"{request.client_order_id}: post-only order would immediately match and take"
                 )
-        now = self.now_ms()
+        # Stamped with the close of the bar it was decided on, not the clock (shadow decides a
+        # moment after the close, and replay's clock runs ahead of the bar being traded while
+        # ingestion fills its queue): the next bar is the one that fills it.
+        now = self._market_ms or self.now_ms()
         order = Order(
             # From the client order id (a database sequence): unique across replays of the same
             # history, which a counter or the replay clock would not be.

@@ -10,7 +10,7 @@ symbols on the venue), and the circuit breaker halts and, by default, flattens e
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Literal
 
@@ -77,6 +77,8 @@ class RiskGate:
         self.realised_today_before = Decimal(0)  # account ccy, trades of today before start
         self.start_day = 0
         self._tally_day, self._tally, self._tallied = -1, Decimal(0), 0
+        self._marks_day = -1
+        self._day_marks: dict[str, tuple[int, Decimal]] = {}
         self.stats = GateStats()
 
     @property
@@ -119,6 +121,16 @@ class RiskGate:
         unrealised = book.unrealised_quote() * rate
         session = self._session_realised()
         day = trading_day(now, self.timezone)
+        if day != self._marks_day:
+            # What open positions were worth as the day began (at the first look of the day):
+            # the day's PnL counts only what they gained or lost since.
+            self._marks_day = day
+            self._day_marks = {s: (p.opened_ms, p.unrealised_pnl_quote()) for s, p in book.positions.items()}
+        unrealised_today = Decimal(0)
+        for symbol, position in book.positions.items():
+            opened_ms, at_start = self._day_marks.get(symbol, (None, Decimal(0)))
+            base = at_start if opened_ms == position.opened_ms else Decimal(0)
+            unrealised_today += position.unrealised_pnl_quote() - base
         # Trades of today closed before this start, when today is still the day we started on.
         before = self.realised_today_before if day == self.start_day else Decimal(0)
         today = before + self._realised_on(day)
@@ -130,7 +142,7 @@ class RiskGate:
             holdings=book.holdings(self.executor.symbols_with(side="sell")),
             last_prices=book.last_prices,
             markets=self.executor.markets,
-            pnl_today=today + unrealised,
+            pnl_today=today + unrealised_today * rate,
             pnl_since_reset=self.realised_before_reset_window + session + unrealised,
             working_entries=self.executor.symbols_with(side="buy"),
             unresolved=self.executor.unresolved_symbols(),
@@ -205,6 +217,13 @@ class RiskGate:
                 intent.state,
                 intent.regime,
             )
+        if intent.side == "sell":
+            # An exit ends the trade: an entry still working on the symbol must not buy back in.
+            for working in [
+                o for o in self.executor.orders.values() if o.symbol == intent.symbol and o.side == "buy"
+            ]:
+                await self.executor.cancel(working, f"exit: {intent.reason}")
+                self.executor.finished.pop(working.client_order_id, None)
         approved = ApprovedOrder(
             intent,
             assessment.quantity,
@@ -371,8 +390,18 @@ class RiskGate:
                 "maker entry abandoned", client_order_id=cid, symbol=order.symbol, remaining=str(remaining)
             )
             return
-        if price is not None and not self.manager.check_collar(order.symbol, price, self.portfolio()):
+        # The rest of the entry is new risk again: the RiskManager assesses it like any entry
+        # (the part already filled is the position it continues, so it is not held against it).
+        portfolio = self.portfolio()
+        holdings = {s: h for s, h in portfolio.holdings.items() if s != order.symbol}
+        assessment = self.manager.assess(
+            approved.intent, replace(portfolio, holdings=holdings), price=price if step == "reprice" else None
+        )
+        if not assessment.allowed:
+            executor.stats.abandoned += 1
+            await self._deny(approved.intent, assessment)
             return
+        remaining = min(remaining, assessment.quantity)
         if step == "reprice":
             executor.stats.reprices += 1
             replacement = ApprovedOrder(

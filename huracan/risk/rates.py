@@ -17,6 +17,19 @@ from huracan.logs import get_logger
 log = get_logger("huracan.risk.rates")
 
 
+class MixedQuoteCurrencies(ValueError):
+    """The universe's markets are quoted in more than one currency; the limits are measured at
+    one quote -> account rate, so they must share a quote currency."""
+
+
+def single_quote(quotes: set[str]) -> str:
+    if len(quotes) != 1:
+        raise MixedQuoteCurrencies(
+            f"the universe's symbols are quoted in {', '.join(sorted(quotes)) or 'nothing'}; use symbols of one quote currency"
+        )
+    return next(iter(quotes))
+
+
 class TickerSource(Protocol):
     async def fetch_ticker(self, symbol: str) -> Ticker: ...
 
