@@ -121,6 +121,7 @@ async def one_step(
     clock.now += 10_000
     await executor.sync()
     await gate.maintain_makers()
+    await executor.flush()  # as the daemon's poll does; a crash before it leaves writes unwritten
 
 
 async def run_schedule(seed: int, data_dir: Path, pool: asyncpg.Pool) -> dict[str, int]:

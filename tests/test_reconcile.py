@@ -133,6 +133,7 @@ async def test_a_lost_answer_blocks_new_risk_on_the_symbol_until_resolved(
             ],
         )
         await gate.handle(entry("BTC/USDT", price))
+        await service.executor.flush()
         (order,) = service.executor.orders.values()
         assert order.status.value == "UNKNOWN"
         assert await db_pool.fetchval("SELECT status FROM orders") == "UNKNOWN"
@@ -190,6 +191,7 @@ async def test_a_fill_the_journal_missed_is_recorded_at_the_next_start(
         price = (await adapter.fetch_ticker("BTC/USDT")).last
         service.executor.book.last_prices["BTC/USDT"] = price
         await gate.handle(entry("BTC/USDT", price))
+        await service.executor.flush()
     # As if the process had died between the venue's fill and our write of it.
     await db_pool.execute("DELETE FROM fills")
     await db_pool.execute("DELETE FROM positions")

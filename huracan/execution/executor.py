@@ -20,10 +20,11 @@ import asyncio
 import contextlib
 import json
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
+from functools import partial
 from typing import Any, Literal, Protocol
 
 from huracan.core.intents import AgentAction, OrderIntent
@@ -44,7 +45,13 @@ from huracan.exchange.models import (
     TopOfBook,
     Trade,
 )
-from huracan.execution.journal import OrderJournal, entry_context_json, entry_context_of
+from huracan.execution.journal import (
+    OrderJournal,
+    OrderRow,
+    PositionRow,
+    entry_context_json,
+    entry_context_of,
+)
 from huracan.execution.order_state import (
     FillOutcome,
     FillReport,
@@ -55,7 +62,7 @@ from huracan.execution.order_state import (
     event_for_venue_status,
     transition,
 )
-from huracan.execution.positions import ClosedTrade, EntryContext, FillEffect, PositionBook
+from huracan.execution.positions import ClosedTrade, EntryContext, FillEffect, Position, PositionBook
 from huracan.logs import get_logger
 from huracan.risk.rates import TickerSource, venue_rate
 
@@ -170,6 +177,8 @@ class Executor:
         self.stats = ExecutionStats()
         # Approvals of orders that just ended, for the maker logic's replacement (popped by it).
         self.finished: dict[str, ApprovedOrder] = {}
+        self._pending: list[Callable[[], Awaitable[object]]] = []
+        self._flush_lock = asyncio.Lock()
 
     # --- what the risk gate reads ---------------------------------------------------------------
     def symbols_with(self, *, side: str, statuses: frozenset[OrderStatus] | None = None) -> frozenset[str]:
@@ -272,7 +281,7 @@ class Executor:
                     client_order_id=order.client_order_id,
                     error=str(exc),
                 )
-        await self.journal.update_order(order, self.now_ms())
+        self.write_order(order)
         self.settle(order)
         return order
 
@@ -283,7 +292,7 @@ class Executor:
             return
         if order.status is not OrderStatus.UNKNOWN:
             transition(order, OrderEvent.CANCEL_REQUESTED)
-            await self.journal.update_order(order, self.now_ms())
+            self.write_order(order)
         try:
             result = await self.venue.cancel_order(order.symbol, client_order_id=order.client_order_id)
         except OrderNotFound:
@@ -294,7 +303,7 @@ class Executor:
                 OrderEvent.TIMEOUT if not isinstance(exc, OrderRejected) else OrderEvent.CANCEL_REJECTED,
             )
             log.warning("cancel failed", client_order_id=order.client_order_id, error=str(exc))
-            await self.journal.update_order(order, self.now_ms())
+            self.write_order(order)
             return
         if result.order is not None:
             await self._apply_venue_order(order, result.order)
@@ -302,7 +311,7 @@ class Executor:
             # Nothing of it is on the venue (an UNKNOWN order may still appear until it settles).
             transition(order, OrderEvent.CANCELED)
         order.venue_message = order.venue_message or why
-        await self.journal.update_order(order, self.now_ms())
+        self.write_order(order)
         self.settle(order)
 
     async def cancel_all(self, symbols: list[str], why: str) -> int:
@@ -359,13 +368,13 @@ class Executor:
                     OrderEvent.NOT_FOUND if order.status is OrderStatus.UNKNOWN else OrderEvent.REJECTED,
                 )
                 order.venue_message = "never reached the venue (not found by client order id)"
-                await self.journal.update_order(order, self.now_ms())
+                self.write_order(order)
                 self.settle(order)
             return []
         order.exchange_order_id = order.exchange_order_id or venue_order.id
         closed = await self._apply_venue_order(order, venue_order)
         if (order.status, order.filled_quantity) != before:
-            await self.journal.update_order(order, self.now_ms())
+            self.write_order(order)
         self.settle(order)
         return closed
 
@@ -425,6 +434,7 @@ class Executor:
             )
             return None
         closed: ClosedTrade | None = None
+        closing: Position | None = None
         if order.side == "buy":
             approved = self.approved.get(order.client_order_id)
             entry = (
@@ -454,6 +464,7 @@ class Executor:
             )
             effect = FillEffect(None)
         else:
+            closing = self.book.positions[order.symbol]
             effect = self.book.apply_sell(
                 order.symbol,
                 price=trade.price,
@@ -462,21 +473,19 @@ class Executor:
                 time_ms=trade.timestamp_ms,
             )
             closed = effect.closed
-        recorded = await self.journal.record_fill(
-            order,
-            report,
-            fee=fee,
-            fee_currency=fee_currency,
-            position=effect.position,
-            closed=closed,
-            quote_to_account=self.quote_to_account,
-        )
-        if not recorded:
-            log.error(
-                "fill already in the journal but not in memory",
-                client_order_id=order.client_order_id,
-                trade_id=trade.id,
+        self._defer(
+            partial(
+                self._record_fill,
+                OrderRow.of(order),
+                report,
+                fee,
+                fee_currency,
+                None if effect.position is None else PositionRow.of(effect.position),
+                closed,
+                closing,
+                self.quote_to_account,
             )
+        )
         self.stats.fills += 1
         self.stats.fees_quote += fee_quote
         notional = trade.price * trade.amount
@@ -490,6 +499,62 @@ class Executor:
             self.stats.closed_account.append((closed.exit_time_ms, closed.pnl_quote * self.quote_to_account))
         return closed
 
+    # --- the journal's write-behind ---------------------------------------------------------
+    # Every write after an order's first (which is write-ahead: committed before the request
+    # leaves) waits in line here, as a snapshot of the rows at that moment, and is written in
+    # order by flush(). The venue is the source of what happened: if the process dies with
+    # writes in line, start-up reconciliation finds the orders (still working in the journal)
+    # and their fills again by client order id and venue trade id. So the decision step and
+    # the gate never wait for the database between a bar's close and the next order.
+    def write_order(self, order: ManagedOrder) -> None:
+        self._defer(partial(self.journal.update_order, OrderRow.of(order), self.now_ms()))
+
+    def _defer(self, write: Callable[[], Awaitable[object]]) -> None:
+        self._pending.append(write)
+
+    async def _record_fill(
+        self,
+        order: OrderRow,
+        report: FillReport,
+        fee: Decimal,
+        fee_currency: str,
+        position: PositionRow | None,
+        closed: ClosedTrade | None,
+        closing: Position | None,
+        rate: Decimal,
+    ) -> None:
+        recorded = await self.journal.record_fill(
+            order,
+            report,
+            fee=fee,
+            fee_currency=fee_currency,
+            position=position,
+            closed=closed,
+            quote_to_account=rate,
+            closing=closing,
+        )
+        if not recorded:
+            log.error(
+                "fill already in the journal but not in memory",
+                order_id=order.db_id,
+                trade_id=report.trade_id,
+            )
+
+    async def flush(self) -> None:
+        """Write what waits in line, in order (one flush at a time)."""
+        async with self._flush_lock:
+            while self._pending:
+                write = self._pending.pop(0)
+                try:
+                    await write()
+                except BaseException:
+                    self._pending.clear()  # the venue still knows them: a restart finds them again
+                    raise
+
+    @property
+    def unwritten(self) -> int:
+        return len(self._pending)
+
     async def _fee_in_quote(self, fee: Decimal, asset: str, quote: str) -> Decimal:
         """A fee charged in a third currency (BNB) in quote, at the venue's price of it."""
         if self.fee_rates is not None:
@@ -502,6 +567,7 @@ class Executor:
     def reset(self) -> None:
         """Forget everything held in memory: before restore() on a restart of the task, so the
         journal's fills are not folded onto a book that still holds them."""
+        self._pending.clear()  # what the crashed run had not written: the venue still knows it
         self.book.positions.clear()
         self.book.realised_total_quote = Decimal(0)
         self.orders.clear()

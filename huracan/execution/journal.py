@@ -15,7 +15,7 @@ back at start-up), so what is committed here is the whole truth after a crash.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -41,6 +41,67 @@ class StoredFill:
     fill: FillReport
     fee: Decimal
     fee_currency: str
+
+
+@dataclass(frozen=True, slots=True)
+class OrderRow:
+    """An order's row as it stands at one moment: writes that wait in line record history as it
+    happened, not whatever the order has become by the time they run."""
+
+    db_id: int | None
+    status: str
+    exchange_order_id: str | None
+    quantity: Decimal
+    filled_quantity: Decimal
+    average_fill_price: Decimal | None
+    venue_message: str | None
+    is_terminal: bool
+    symbol: str
+    side: str
+
+    @classmethod
+    def of(cls, order: ManagedOrder) -> OrderRow:
+        return cls(
+            order.db_id,
+            order.status.value,
+            order.exchange_order_id,
+            order.quantity,
+            order.filled_quantity,
+            order.average_fill_price,
+            order.venue_message,
+            order.is_terminal,
+            order.symbol,
+            order.side,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class PositionRow:
+    """A position's row at one moment; `ref` is the live position, which gets the row's id."""
+
+    ref: Position
+    quantity: Decimal
+    average_entry_price: Decimal
+    size_multiplier: Decimal
+    stop_price: Decimal | None
+    take_profit_price: Decimal | None
+    realised_pnl_quote: Decimal
+    fees_quote: Decimal
+    exit_order_id: int | None
+
+    @classmethod
+    def of(cls, position: Position) -> PositionRow:
+        return cls(
+            position,
+            position.quantity,
+            position.average_entry_price,
+            Decimal(str(position.entry.size_multiplier)),
+            position.stop_price,
+            position.take_profit_price,
+            position.realised_pnl_quote,
+            position.entry_fees_quote + position.exit_fees_quote,
+            position.exit_order_id,
+        )
 
 
 def entry_context_json(entry: EntryContext) -> dict[str, Any]:
@@ -108,8 +169,9 @@ class OrderJournal:
         return order.db_id
 
     async def update_order(
-        self, order: ManagedOrder, now_ms: int, conn: asyncpg.Connection | None = None
+        self, order: ManagedOrder | OrderRow, now_ms: int, conn: asyncpg.Connection | None = None
     ) -> None:
+        row = order if isinstance(order, OrderRow) else OrderRow.of(order)
         target: Any = conn if conn is not None else self.pool
         await target.execute(
             """
@@ -118,30 +180,35 @@ class OrderJournal:
                    updated_at = $7, closed_at = CASE WHEN $8 THEN COALESCE(closed_at, $7) END
             WHERE id = $1
             """,
-            order.db_id,
-            order.status.value,
-            order.exchange_order_id,
-            order.filled_quantity,
-            order.average_fill_price,
-            order.venue_message,
+            row.db_id,
+            row.status,
+            row.exchange_order_id,
+            row.filled_quantity,
+            row.average_fill_price,
+            row.venue_message,
             _ts(now_ms),
-            order.is_terminal,
-            order.quantity,
+            row.is_terminal,
+            row.quantity,
         )
 
     async def record_fill(
         self,
-        order: ManagedOrder,
+        order: ManagedOrder | OrderRow,
         fill: FillReport,
         *,
         fee: Decimal,
         fee_currency: str,
-        position: Position | None,
+        position: Position | PositionRow | None,
         closed: ClosedTrade | None,
         quote_to_account: Decimal,
+        closing: Position | None = None,
     ) -> bool:
         """One fill and everything it changes, in one transaction; False when the venue trade id
-        was recorded before (nothing is written then)."""
+        was recorded before (nothing is written then). `closing`: the position `closed` ended,
+        whose row id an earlier write in line may have set after the trade was made."""
+        order = order if isinstance(order, OrderRow) else OrderRow.of(order)
+        if isinstance(position, Position):
+            position = PositionRow.of(position)
         async with self.pool.acquire() as conn, conn.transaction():
             fill_id = await conn.fetchval(
                 """
@@ -168,18 +235,21 @@ class OrderJournal:
             if position is not None:
                 await self._save_position(conn, position, fill.time_ms)
             if closed is not None:
+                if closed.position_id is None and closing is not None:
+                    closed = replace(closed, position_id=closing.db_id)
                 await self._close_position(conn, closed, quote_to_account)
         return True
 
-    async def _save_position(self, conn: asyncpg.Connection, position: Position, now_ms: int) -> None:
+    async def _save_position(self, conn: asyncpg.Connection, row: PositionRow, now_ms: int) -> None:
+        position = row.ref
         values = (
-            position.quantity,
-            position.average_entry_price,
-            Decimal(str(position.entry.size_multiplier)),
-            position.stop_price,
-            position.take_profit_price,
-            position.realised_pnl_quote,
-            position.entry_fees_quote + position.exit_fees_quote,
+            row.quantity,
+            row.average_entry_price,
+            row.size_multiplier,
+            row.stop_price,
+            row.take_profit_price,
+            row.realised_pnl_quote,
+            row.fees_quote,
         )
         if position.db_id is None:
             position.db_id = await conn.fetchval(
@@ -206,7 +276,7 @@ class OrderJournal:
             """,
             position.db_id,
             *values,
-            position.exit_order_id,
+            row.exit_order_id,
             _ts(now_ms),
         )
 

@@ -85,13 +85,15 @@ class Reconciler:
                 if not order.is_terminal:
                     order.status = OrderStatus.CANCELED  # NEW/PENDING_SUBMIT rows of a dead session
                 order.venue_message = "simulated venue restarted"
-                await executor.journal.update_order(order, executor.now_ms())
+                executor.write_order(order)
                 executor.settle(order)
+            await executor.flush()
             return self.report
         for attempt in range(1, self.attempts + 1):
             try:
                 await self._foreign_orders()
                 await executor.sync()
+                await executor.flush()  # what sync learnt is in the journal before it is searched
                 await self._untracked_fills()
             except ExchangeError as exc:
                 log.warning("reconciliation attempt failed", attempt=attempt, error=str(exc))
@@ -102,6 +104,7 @@ class Reconciler:
                 for o in executor.orders.values()
                 if o.status in (OrderStatus.UNKNOWN, OrderStatus.PENDING_SUBMIT)
             ]
+            await executor.flush()
             if not pending:
                 await self.check_balances()
                 log.info(
@@ -119,6 +122,7 @@ class Reconciler:
             await self._foreign_orders()
         except ExchangeError as exc:
             log.warning("order poll failed", error=str(exc))
+        await self.executor.flush()
 
     async def _foreign_orders(self) -> None:
         executor = self.executor
@@ -213,7 +217,7 @@ class Reconciler:
                     status_before=before.value,
                     closed_trade=closed is not None,
                 )
-                await executor.journal.update_order(order, executor.now_ms())
+                executor.write_order(order)
 
     async def check_balances(self) -> None:
         """Base balances against the journal's ledger: what our fills left on the venue, the

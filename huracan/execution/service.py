@@ -139,6 +139,7 @@ class TradingService:
                 await self.on_bar(self.inbox.get_nowait(), ctx, stopping=True)
         finally:
             await self._release_waiters()
+            await executor.flush()
             if self.simulated is None:
                 canceled = await executor.cancel_all(list(self.symbols), "daemon stopping")
                 log.info("open orders canceled at stop", count=canceled)
@@ -154,6 +155,7 @@ class TradingService:
     async def on_bar(self, event: CandleClosed, ctx: ServiceContext, *, stopping: bool = False) -> None:
         executor, gate = self.executor, self.gate
         self.bars += 1
+        await executor.flush()  # the last bar's writes first (and any failure of theirs surfaces here)
         executor.book.new_day(trading_day(event.open_time_ms + self.step_ms, gate.timezone))
         if self.simulated is not None:
             for candle in event.candles.values():
@@ -177,8 +179,14 @@ class TradingService:
         async with self._marked:
             self.marked_through = event.open_time_ms
             self._marked.notify_all()
-        if not stopping:
-            await self._take_decisions(event.open_time_ms, ctx)
+        # The bar's fills go to the journal while the decision step decides on them.
+        writing = asyncio.create_task(executor.flush())
+        try:
+            if not stopping:
+                await self._take_decisions(event.open_time_ms, ctx)
+        finally:
+            await writing
+        await executor.flush()
 
     async def _take_decisions(self, open_time_ms: int, ctx: ServiceContext) -> None:
         """Intents of bar `open_time_ms` through the gate, up to the decision step's marker."""

@@ -122,6 +122,7 @@ async def worker(url: str, dsn: str, seed: int, steps: int, verify: bool) -> dic
                     )
                     await executor.sync()
                     await gate.maintain_makers()
+                    await executor.flush()  # as the daemon's poll does
                 except ExchangeError as exc:
                     print(json.dumps({"step": step, "error": str(exc)}), flush=True)
                 print(json.dumps({"step": step}), flush=True)
