@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 import numpy as np
+import numpy.typing as npt
 import torch
 
 from huracan.agent.models import ModelSlots
@@ -222,16 +223,19 @@ class DecisionService:
                 rows[chosen], context[index], has_position[index], greedy=greedy, generator=self.generator
             )
             self.stats.decisions += len(chosen)
+            states: npt.NDArray[np.float64] | None = None  # built once, only when an intent needs it
             for i, action_value, confidence in zip(
-                chosen, decisions.actions, decisions.confidence, strict=True
+                chosen, decisions.actions.tolist(), decisions.confidence.tolist(), strict=True
             ):
-                action = AgentAction(int(action_value))
+                action = AgentAction(action_value)
                 if action not in ENTRY_ACTIONS and action is not AgentAction.EXIT_POSITION:
                     continue
                 if confidence < min_confidence:
                     continue
                 symbol = self.symbols[i]
-                state = (*rows[i].tolist(), *context[i].tolist())
+                if states is None:
+                    states = np.concatenate([rows, context.numpy()], axis=1)
+                state = tuple(states[i].tolist())
                 intents.append(
                     OrderIntent.from_action(
                         action,

@@ -135,6 +135,7 @@ class ExecutionStats:
     trades: list[ClosedTrade] = field(default_factory=list)
     # (exit time, PnL in account currency at the rate of its close) per closed trade
     closed_account: list[tuple[int, Decimal]] = field(default_factory=list)
+    realised_account: Decimal = Decimal(0)  # their sum, kept as it grows
 
     @property
     def maker_share(self) -> float:
@@ -496,7 +497,9 @@ class Executor:
             self.stats.taker_notional += notional
         if closed is not None:
             self.stats.trades.append(closed)
-            self.stats.closed_account.append((closed.exit_time_ms, closed.pnl_quote * self.quote_to_account))
+            pnl_account = closed.pnl_quote * self.quote_to_account
+            self.stats.closed_account.append((closed.exit_time_ms, pnl_account))
+            self.stats.realised_account += pnl_account
         return closed
 
     # --- the journal's write-behind ---------------------------------------------------------
@@ -574,6 +577,7 @@ class Executor:
         self.approved.clear()
         self.finished.clear()
         self.stats.closed_account.clear()
+        self.stats.realised_account = Decimal(0)
 
     def settle(self, order: ManagedOrder) -> None:
         """Forget a finished order (its approval goes to `finished` for the maker logic) and free

@@ -246,9 +246,14 @@ class PositionBook:
             position.last_price = close
             if bar_passed:
                 position.hold_bars += 1
+
+    def close_bar(self) -> None:
+        """After a bar's marks: the equity's peak and the deepest drawdown so far (once per bar,
+        not per symbol: the sum over the positions is the costly part)."""
         equity = self.equity_quote()
         self.peak_equity_quote = max(self.peak_equity_quote, equity)
-        self.max_drawdown = max(self.max_drawdown, self.drawdown())
+        peak = self.peak_equity_quote
+        self.max_drawdown = max(self.max_drawdown, float((peak - equity) / peak) if peak > 0 else 0.0)
 
     def exit_reason_on_bar(
         self, symbol: str, *, low: Decimal, high: Decimal, max_hold_bars: int

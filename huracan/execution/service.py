@@ -2,10 +2,11 @@
 
 For each closed bar t:
 1. the venue's fills for bar t (simulated: the fill model on bar t; live: the venue is asked),
-2. the position book marked at t's close; stop-loss, take-profit and time exits through the gate,
-3. the circuit breaker checked; maker entries re-priced or given up,
-4. the decision step is let go on bar t (it waits for step 2, so its context is current), and
-5. its intents for bar t are taken off the intent queue, through the gate, until its
+2. the position book marked at t's close, and the decision step let go on bar t (it waits for
+   this step, so its context is current),
+3. meanwhile: stop-loss, take-profit and time exits through the gate, the circuit breaker
+   checked, maker entries re-priced or given up, the bar's fills written to the journal,
+4. the decision step's intents for bar t taken off the intent queue, through the gate, until its
    BarDecided(t) marker: only then does bar t+1 begin, so a market order decided on t's close
    fills at t+1's open, as in training.
 
@@ -163,25 +164,27 @@ class TradingService:
         await executor.sync()
         for symbol, candle in event.candles.items():
             executor.book.mark(symbol, decimal_of(candle.close))
-        for symbol, candle in event.candles.items():
-            reason = executor.book.exit_reason_on_bar(
-                symbol,
-                low=decimal_of(candle.low),
-                high=decimal_of(candle.high),
-                max_hold_bars=self.max_hold_bars,
-            )
-            if reason is not None and symbol not in executor.symbols_with(side="sell"):
-                await gate.exit_position(symbol, reason, event.open_time_ms, decimal_of(candle.close))
-        await gate.check_breaker()
-        await gate.maintain_makers()
-        if self.simulated is not None:
-            self.simulated.forget_closed()
+        executor.book.close_bar()
+        # The book has the bar: the decision step may decide on it now, while the engine's own
+        # exits go to the gate and the bar's fills to the journal.
         async with self._marked:
             self.marked_through = event.open_time_ms
             self._marked.notify_all()
-        # The bar's fills go to the journal while the decision step decides on them.
         writing = asyncio.create_task(executor.flush())
         try:
+            for symbol, candle in event.candles.items():
+                reason = executor.book.exit_reason_on_bar(
+                    symbol,
+                    low=decimal_of(candle.low),
+                    high=decimal_of(candle.high),
+                    max_hold_bars=self.max_hold_bars,
+                )
+                if reason is not None and symbol not in executor.symbols_with(side="sell"):
+                    await gate.exit_position(symbol, reason, event.open_time_ms, decimal_of(candle.close))
+            await gate.check_breaker()
+            await gate.maintain_makers()
+            if self.simulated is not None:
+                self.simulated.forget_closed()
             if not stopping:
                 await self._take_decisions(event.open_time_ms, ctx)
         finally:

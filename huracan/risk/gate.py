@@ -118,19 +118,19 @@ class RiskGate:
         now = self.now_ms
         book = self.executor.book
         rate = self.quote_to_account
-        unrealised = book.unrealised_quote() * rate
         session = self._session_realised()
         day = trading_day(now, self.timezone)
+        marks = {s: (p.opened_ms, p.unrealised_pnl_quote()) for s, p in book.positions.items()}
         if day != self._marks_day:
             # What open positions were worth as the day began (at the first look of the day):
             # the day's PnL counts only what they gained or lost since.
-            self._marks_day = day
-            self._day_marks = {s: (p.opened_ms, p.unrealised_pnl_quote()) for s, p in book.positions.items()}
-        unrealised_today = Decimal(0)
-        for symbol, position in book.positions.items():
-            opened_ms, at_start = self._day_marks.get(symbol, (None, Decimal(0)))
-            base = at_start if opened_ms == position.opened_ms else Decimal(0)
-            unrealised_today += position.unrealised_pnl_quote() - base
+            self._marks_day, self._day_marks = day, marks
+        unrealised = unrealised_today = Decimal(0)
+        for symbol, (opened_ms, value) in marks.items():
+            start_opened, at_start = self._day_marks.get(symbol, (None, Decimal(0)))
+            unrealised += value
+            unrealised_today += value - (at_start if start_opened == opened_ms else Decimal(0))
+        unrealised *= rate
         # Trades of today closed before this start, when today is still the day we started on.
         before = self.realised_today_before if day == self.start_day else Decimal(0)
         today = before + self._realised_on(day)
@@ -163,7 +163,7 @@ class RiskGate:
 
     def _session_realised(self) -> Decimal:
         """Account currency, each trade at the rate of its close."""
-        return sum((pnl for _, pnl in self.executor.stats.closed_account), Decimal(0))
+        return self.executor.stats.realised_account
 
     def set_rate(self, rate: Decimal) -> None:
         """A new quote -> account rate (live and shadow read it from the venue)."""
