@@ -140,10 +140,18 @@ class TradingService:
                 await self.on_bar(self.inbox.get_nowait(), ctx, stopping=True)
         finally:
             await self._release_waiters()
-            await executor.flush()
             if self.simulated is None:
-                canceled = await executor.cancel_all(list(self.symbols), "daemon stopping")
-                log.info("open orders canceled at stop", count=canceled)
+                # Stopping (or crashing) leaves no order of ours working on the venue.
+                try:
+                    canceled = await executor.cancel_all(list(self.symbols), "daemon stopping")
+                    log.info("open orders canceled at stop", count=canceled)
+                except Exception:
+                    log.exception("cancelling open orders at stop failed; reconciliation will see them")
+            try:
+                await executor.flush()
+            except Exception:
+                # The venue still knows what was not written: start-up reconciliation finds it.
+                log.exception("journal writes left unwritten at stop")
 
     async def _refresh_rate(self) -> None:
         if self.rates is None or not self.executor.markets:
