@@ -59,7 +59,8 @@ from huracan.daemon.service import Liveness, RunningConfig, Service, ServiceCont
 from huracan.daemon.services import ServiceDeps, build_services, trading_services
 from huracan.exchange.models import OrderAck, OrderRequest
 from huracan.exchange.replay import ReplayVenue
-from huracan.execution.executor import ApprovedOrder, Executor
+from huracan.execution.approval import ApprovedOrder
+from huracan.execution.executor import Executor
 from huracan.execution.fill_model import FillCosts
 from huracan.execution.order_state import ManagedOrder
 from huracan.execution.service import TradingService

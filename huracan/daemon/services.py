@@ -27,7 +27,7 @@ from huracan.daemon.service import Service
 from huracan.exchange.adapter import ExchangeAdapter
 from huracan.exchange.models import MarketRules
 from huracan.exchange.replay import ReplayVenue
-from huracan.execution.executor import Executor, Venue
+from huracan.execution.executor import Executor
 from huracan.execution.fill_model import FillCosts
 from huracan.execution.journal import OrderJournal
 from huracan.execution.maker import MakerRules
@@ -35,6 +35,7 @@ from huracan.execution.positions import PositionBook
 from huracan.execution.reconcile import Reconciler
 from huracan.execution.service import TradingService
 from huracan.execution.sim_venue import SimulatedVenue, replay_market_rules
+from huracan.execution.venue import Venue
 from huracan.features.market import CostAssumptions
 from huracan.market.ingest import CandleIngest, IngestPlan
 from huracan.market.universe import check_universe

@@ -17,17 +17,12 @@ tests/test_gate_only_path.py holds the structural half).
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterator
-from contextvars import ContextVar
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
-from functools import partial
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
-from huracan.core.intents import AgentAction, OrderIntent
 from huracan.exchange.errors import (
     ExchangeError,
     OrderNotFound,
@@ -36,21 +31,16 @@ from huracan.exchange.errors import (
     Retryable,
 )
 from huracan.exchange.models import (
-    Balance,
     CancelResult,
     MarketRules,
     Order,
-    OrderAck,
     OrderRequest,
-    TopOfBook,
     Trade,
 )
+from huracan.execution.approval import ApprovedOrder, UngatedOrder, gate_is_open
 from huracan.execution.journal import (
     OrderJournal,
-    OrderRow,
-    PositionRow,
     entry_context_json,
-    entry_context_of,
 )
 from huracan.execution.order_state import (
     FillOutcome,
@@ -63,59 +53,13 @@ from huracan.execution.order_state import (
     transition,
 )
 from huracan.execution.positions import ClosedTrade, EntryContext, FillEffect, Position, PositionBook
+from huracan.execution.restore import restore_from_journal
+from huracan.execution.venue import Venue
+from huracan.execution.writer import JournalWriter
 from huracan.logs import get_logger
 from huracan.risk.rates import TickerSource, venue_rate
 
 log = get_logger("huracan.execution")
-
-_gate_open: ContextVar[bool] = ContextVar("huracan_gate_open", default=False)
-
-
-class UngatedOrder(RuntimeError):
-    """An order was about to reach the venue without passing the risk gate."""
-
-
-@contextlib.contextmanager
-def gate_pass() -> Iterator[None]:
-    """Opened by the risk gate around an approved order's placement; nothing else opens it."""
-    token = _gate_open.set(True)
-    try:
-        yield
-    finally:
-        _gate_open.reset(token)
-
-
-class Venue(Protocol):
-    """What the executor needs from a venue: the exchange adapter and the simulated venue."""
-
-    exchange_id: str
-
-    async def create_order(self, request: OrderRequest) -> OrderAck: ...
-    async def cancel_order(
-        self, symbol: str, *, order_id: str | None = None, client_order_id: str | None = None
-    ) -> CancelResult: ...
-    async def fetch_order(
-        self, symbol: str, *, order_id: str | None = None, client_order_id: str | None = None
-    ) -> Order: ...
-    async def fetch_open_orders(self, symbol: str) -> list[Order]: ...
-    async def fetch_my_trades(self, symbol: str, since_ms: int) -> list[Trade]: ...
-    async def fetch_balances(self) -> dict[str, Balance]: ...
-    async def fetch_top_of_book(self, symbol: str) -> TopOfBook: ...
-
-
-@dataclass(frozen=True, slots=True)
-class ApprovedOrder:
-    """An intent the gate approved, sized and priced."""
-
-    intent: OrderIntent
-    quantity: Decimal
-    order_type: Literal["market", "limit"]
-    reason: str  # entry | exit:<why>
-    limit_price: Decimal | None = None
-    post_only: bool = False
-    entry: EntryContext | None = None  # for entries: what the trade memory will need
-    decided_ms: int = 0  # when the decision was made (signal freshness for the taker fallback)
-    reprices: int = 0  # maker re-prices already spent on this intent
 
 
 @dataclass(slots=True)
@@ -178,8 +122,7 @@ class Executor:
         self.stats = ExecutionStats()
         # Approvals of orders that just ended, for the maker logic's replacement (popped by it).
         self.finished: dict[str, ApprovedOrder] = {}
-        self._pending: list[Callable[[], Awaitable[object]]] = []
-        self._flush_lock = asyncio.Lock()
+        self.writer = JournalWriter(journal)
 
     # --- what the risk gate reads ---------------------------------------------------------------
     def symbols_with(self, *, side: str, statuses: frozenset[OrderStatus] | None = None) -> frozenset[str]:
@@ -194,7 +137,7 @@ class Executor:
 
     # --- placing --------------------------------------------------------------------------------
     async def place(self, approved: ApprovedOrder) -> ManagedOrder:
-        if not _gate_open.get():
+        if not gate_is_open():
             raise UngatedOrder(
                 f"{approved.intent.symbol} {approved.intent.side}: orders go through the risk gate"
             )
@@ -413,7 +356,7 @@ class Executor:
         fee_base = fee if fee_currency == rules.base else Decimal(0)
         fee_quote = fee if fee_currency == rules.quote else fee_base * trade.price
         if fee and fee_currency not in (rules.base, rules.quote):
-            fee_quote = await self._fee_in_quote(fee, fee_currency, rules.quote)
+            fee_quote = await self.fee_in_quote(fee, fee_currency, rules.quote)
         report = FillReport(
             trade.id,
             trade.price,
@@ -474,18 +417,15 @@ class Executor:
                 time_ms=trade.timestamp_ms,
             )
             closed = effect.closed
-        self._defer(
-            partial(
-                self._record_fill,
-                OrderRow.of(order),
-                report,
-                fee,
-                fee_currency,
-                None if effect.position is None else PositionRow.of(effect.position),
-                closed,
-                closing,
-                self.quote_to_account,
-            )
+        self.writer.fill(
+            order,
+            report,
+            fee=fee,
+            fee_currency=fee_currency,
+            position=effect.position,
+            closed=closed,
+            closing=closing,
+            rate=self.quote_to_account,
         )
         self.stats.fills += 1
         self.stats.fees_quote += fee_quote
@@ -502,63 +442,13 @@ class Executor:
             self.stats.realised_account += pnl_account
         return closed
 
-    # --- the journal's write-behind ---------------------------------------------------------
-    # Every write after an order's first (which is write-ahead: committed before the request
-    # leaves) waits in line here, as a snapshot of the rows at that moment, and is written in
-    # order by flush(). The venue is the source of what happened: if the process dies with
-    # writes in line, start-up reconciliation finds the orders (still working in the journal)
-    # and their fills again by client order id and venue trade id. So the decision step and
-    # the gate never wait for the database between a bar's close and the next order.
     def write_order(self, order: ManagedOrder) -> None:
-        self._defer(partial(self.journal.update_order, OrderRow.of(order), self.now_ms()))
-
-    def _defer(self, write: Callable[[], Awaitable[object]]) -> None:
-        self._pending.append(write)
-
-    async def _record_fill(
-        self,
-        order: OrderRow,
-        report: FillReport,
-        fee: Decimal,
-        fee_currency: str,
-        position: PositionRow | None,
-        closed: ClosedTrade | None,
-        closing: Position | None,
-        rate: Decimal,
-    ) -> None:
-        recorded = await self.journal.record_fill(
-            order,
-            report,
-            fee=fee,
-            fee_currency=fee_currency,
-            position=position,
-            closed=closed,
-            quote_to_account=rate,
-            closing=closing,
-        )
-        if not recorded:
-            log.error(
-                "fill already in the journal but not in memory",
-                order_id=order.db_id,
-                trade_id=report.trade_id,
-            )
+        self.writer.order(order, self.now_ms())
 
     async def flush(self) -> None:
-        """Write what waits in line, in order (one flush at a time)."""
-        async with self._flush_lock:
-            while self._pending:
-                write = self._pending.pop(0)
-                try:
-                    await write()
-                except BaseException:
-                    self._pending.clear()  # the venue still knows them: a restart finds them again
-                    raise
+        await self.writer.flush()
 
-    @property
-    def unwritten(self) -> int:
-        return len(self._pending)
-
-    async def _fee_in_quote(self, fee: Decimal, asset: str, quote: str) -> Decimal:
+    async def fee_in_quote(self, fee: Decimal, asset: str, quote: str) -> Decimal:
         """A fee charged in a third currency (BNB) in quote, at the venue's price of it."""
         if self.fee_rates is not None:
             rate = await venue_rate(self.fee_rates, quote=asset, account=quote)
@@ -570,7 +460,7 @@ class Executor:
     def reset(self) -> None:
         """Forget everything held in memory: before restore() on a restart of the task, so the
         journal's fills are not folded onto a book that still holds them."""
-        self._pending.clear()  # what the crashed run had not written: the venue still knows it
+        self.writer.clear()  # what the crashed run had not written: the venue still knows it
         self.book.positions.clear()
         self.book.realised_total_quote = Decimal(0)
         self.orders.clear()
@@ -578,6 +468,10 @@ class Executor:
         self.finished.clear()
         self.stats.closed_account.clear()
         self.stats.realised_account = Decimal(0)
+
+    async def restore(self) -> None:
+        """Working orders and open positions as the journal has them (after a restart)."""
+        await restore_from_journal(self)
 
     def settle(self, order: ManagedOrder) -> None:
         """Forget a finished order (its approval goes to `finished` for the maker logic) and free
@@ -591,57 +485,6 @@ class Executor:
             if approved is not None and order.post_only:  # the maker logic may replace it
                 self.finished[order.client_order_id] = approved
 
-    # --- start-up -------------------------------------------------------------------------------
-    async def restore(self) -> None:
-        """Working orders and open positions as the journal has them (after a restart)."""
-        for order, payload in await self.journal.working_orders():
-            self.orders[order.client_order_id] = order
-            entry = payload.get("entry")
-            if entry is not None:
-                self.approved[order.client_order_id] = _restored_approval(
-                    order, payload, entry_context_of(entry, order.db_id)
-                )
-        rows = await self.journal.open_positions()
-        for row in rows:
-            symbol = row["symbol"]
-            rules = self.markets.get(symbol)
-            if rules is None:
-                continue
-            fee_currency = row["fee_currency"]
-            fee = row["fee"]
-            fee_base = fee if fee_currency == rules.base else Decimal(0)
-            fee_quote = fee if fee_currency == rules.quote else fee_base * row["price"]
-            if row["side"] == "buy":
-                entry_payload = json.loads(row["entry_intent"]).get("entry", {})
-                effect = self.book.apply_buy(
-                    symbol,
-                    price=row["price"],
-                    quantity=row["quantity"],
-                    fee_quote=fee_quote,
-                    fee_base=fee_base,
-                    time_ms=int(row["filled_at"].timestamp() * 1000),
-                    entry=entry_context_of(entry_payload, row["entry_order_id"]),
-                    amount_step=rules.amount_step,
-                )
-                if effect.position is not None:
-                    effect.position.db_id = row["position_id"]
-                    effect.position.opened_ms = int(row["opened_at"].timestamp() * 1000)
-            elif symbol in self.book.positions:
-                self.book.apply_sell(
-                    symbol, price=row["price"], quantity=row["quantity"], fee_quote=fee_quote, time_ms=0
-                )
-        now = self.now_ms()
-        for symbol, held in self.book.positions.items():
-            held.hold_bars = max(0, (now - held.opened_ms) // self.step_ms)
-            held.last_price = self.book.last_prices.get(
-                symbol, held.last_price
-            )  # marks survive a task restart
-        for order in self.orders.values():
-            exiting = self.book.positions.get(order.symbol)
-            if order.side == "sell" and exiting is not None:
-                exiting.exit_reason = order.reason.removeprefix("exit:")
-                exiting.exit_order_id = order.db_id
-
 
 def _liquidity(value: str | None) -> Literal["maker", "taker"] | None:
     if value == "maker":
@@ -653,28 +496,3 @@ def _liquidity(value: str | None) -> Literal["maker", "taker"] | None:
 
 def _unknown_entry(price: Decimal, order_id: int | None) -> EntryContext:
     return EntryContext("unknown", 0.0, 1.0, price, entry_order_id=order_id)
-
-
-def _restored_approval(order: ManagedOrder, payload: dict[str, Any], entry: EntryContext) -> ApprovedOrder:
-    intent = OrderIntent(
-        symbol=order.symbol,
-        action=AgentAction[payload.get("action", "ENTER_LONG_NORMAL")],
-        side=order.side,
-        size_multiplier=float(payload.get("size_multiplier") or 1.0),
-        bar_open_time_ms=int(payload.get("bar_open_time_ms") or 0),
-        reference_price=Decimal(str(payload.get("reference_price") or entry.reference_price)),
-        model_version=entry.model_version,
-        confidence=entry.confidence,
-        reason=str(payload.get("reason") or "agent"),
-    )
-    return ApprovedOrder(
-        intent,
-        order.quantity,
-        order.order_type,
-        order.reason,
-        order.limit_price,
-        order.post_only,
-        entry,
-        int(payload.get("decided_ms") or 0),
-        int(payload.get("reprices") or 0),
-    )

@@ -18,7 +18,8 @@ import asyncpg
 
 from huracan.core.intents import AgentAction, OrderIntent
 from huracan.exchange.errors import ExchangeError
-from huracan.execution.executor import ApprovedOrder, Executor, gate_pass
+from huracan.execution.approval import ApprovedOrder, gate_pass
+from huracan.execution.executor import Executor
 from huracan.execution.maker import MakerRules, maker_actions, maker_price
 from huracan.execution.positions import EntryContext
 from huracan.logs import get_logger
