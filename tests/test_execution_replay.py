@@ -54,7 +54,9 @@ from huracan.core.intents import (
     OrderIntent,
 )
 from huracan.exchange.models import Trade
+from huracan.execution.approval import ApprovedOrder, gate_pass
 from huracan.execution.positions import Position
+from huracan.execution.writer import JournalWriteFailed
 from huracan.rl.env import EnvConfig
 from huracan.rl.reference import Fill, simulate
 
@@ -460,3 +462,38 @@ async def test_a_restart_of_the_trading_task_in_the_process_does_not_count_anyth
     again = replay.book_positions[BTC]
     assert (again.quantity, again.average_entry_price, again.entry_fees_quote) == before
     assert replay.service.gate.portfolio().pnl_since_reset == since_reset
+
+
+async def test_a_failed_journal_write_stops_every_later_write_and_every_new_order(
+    db_pool: asyncpg.Pool,
+) -> None:
+    """After a write fails, nothing later may reach the journal (a FILLED order row over its
+    lost fill could not be repaired) and no order may be sent: the task must restart and
+    reconcile. Mocked: the failure itself (a database that refuses one write)."""
+    config = config_of(execution={"stop_loss_bps": 150.0})
+    s = 12_000
+    replay = Replay.build(config, db_pool, start=s)
+    await replay.start()
+    executor = replay.service.executor
+    writer = executor.writer
+    real_record = writer.journal.record_fill
+
+    async def refuse(*args: Any, **kwargs: Any) -> bool:
+        raise ConnectionResetError("the database went away")
+
+    writer.journal.record_fill = refuse  # type: ignore[method-assign]
+    await replay.bar(s, lambda i: [intent(AgentAction.ENTER_LONG_NORMAL, BTC, i)])  # placed, accepted
+    with pytest.raises(JournalWriteFailed):
+        await replay.bar(s + 1)  # filled at the open: its fill cannot be written
+    writer.journal.record_fill = real_record  # type: ignore[method-assign]
+    assert writer.failed is not None
+    assert await db_pool.fetchval("SELECT count(*) FROM fills") == 0
+    (order,) = await rows(db_pool, "SELECT status, filled_quantity FROM orders")
+    # Not FILLED without its fill: the row stays as it was before the lost write.
+    assert (order["status"], order["filled_quantity"]) == ("ACCEPTED", 0)
+    with pytest.raises(JournalWriteFailed):
+        await executor.flush()
+    entry = ApprovedOrder(intent(AgentAction.ENTER_LONG_SMALL, ETH, s), Decimal(1), "market", "entry")
+    with pytest.raises(JournalWriteFailed), gate_pass():
+        await executor.place(entry)
+    assert await db_pool.fetchval("SELECT count(*) FROM orders") == 1

@@ -141,6 +141,7 @@ class Executor:
             raise UngatedOrder(
                 f"{approved.intent.symbol} {approved.intent.side}: orders go through the risk gate"
             )
+        self.writer.check()  # no new order while the journal is behind the venue
         intent = approved.intent
         now = self.now_ms()
         order = ManagedOrder(
@@ -460,7 +461,7 @@ class Executor:
     def reset(self) -> None:
         """Forget everything held in memory: before restore() on a restart of the task, so the
         journal's fills are not folded onto a book that still holds them."""
-        self.writer.clear()  # what the crashed run had not written: the venue still knows it
+        self.writer = JournalWriter(self.journal)  # what the crashed run had not written: the venue knows it
         self.book.positions.clear()
         self.book.realised_total_quote = Decimal(0)
         self.orders.clear()

@@ -213,8 +213,8 @@ class OrderJournal:
             fill_id = await conn.fetchval(
                 """
                 INSERT INTO fills (order_id, exchange, venue_trade_id, symbol, side, price, quantity, fee,
-                                   fee_currency, liquidity, filled_at)
-                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+                                   fee_currency, liquidity, filled_at, fee_quote)
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
                 ON CONFLICT (exchange, venue_trade_id) DO NOTHING RETURNING id
                 """,
                 order.db_id,
@@ -228,19 +228,25 @@ class OrderJournal:
                 fee_currency,
                 fill.liquidity,
                 _ts(fill.time_ms),
+                fill.fee_quote,
             )
             if fill_id is None:
                 return False
             await self.update_order(order, fill.time_ms, conn)
+            inserted: int | None = None
             if position is not None:
-                await self._save_position(conn, position, fill.time_ms)
+                inserted = await self._save_position(conn, position, fill.time_ms)
             if closed is not None:
                 if closed.position_id is None and closing is not None:
                     closed = replace(closed, position_id=closing.db_id)
                 await self._close_position(conn, closed, quote_to_account)
+        if inserted is not None and position is not None:
+            # Only once committed: a rolled-back insert must not leave the position an id.
+            position.ref.db_id = inserted
         return True
 
-    async def _save_position(self, conn: asyncpg.Connection, row: PositionRow, now_ms: int) -> None:
+    async def _save_position(self, conn: asyncpg.Connection, row: PositionRow, now_ms: int) -> int | None:
+        """Insert the position's row (returning its new id) or update it (returning None)."""
         position = row.ref
         values = (
             row.quantity,
@@ -252,7 +258,7 @@ class OrderJournal:
             row.fees_quote,
         )
         if position.db_id is None:
-            position.db_id = await conn.fetchval(
+            new_id: int = await conn.fetchval(
                 """
                 INSERT INTO positions (mode, exchange, symbol, quantity, average_entry_price, size_multiplier,
                                        stop_loss_price, take_profit_price, realised_pnl_quote, fees_quote,
@@ -266,7 +272,7 @@ class OrderJournal:
                 position.entry.entry_order_id,
                 _ts(position.opened_ms),
             )
-            return
+            return new_id
         await conn.execute(
             """
             UPDATE positions SET quantity = $2, average_entry_price = $3, size_multiplier = $4,
@@ -279,6 +285,7 @@ class OrderJournal:
             row.exit_order_id,
             _ts(now_ms),
         )
+        return None
 
     async def _close_position(
         self, conn: asyncpg.Connection, trade: ClosedTrade, quote_to_account: Decimal
@@ -377,7 +384,7 @@ class OrderJournal:
             await self.pool.fetch(
                 """
                 SELECT p.id AS position_id, p.symbol, p.opened_at, p.entry_order_id, eo.intent AS entry_intent,
-                       f.id AS fill_id, f.side, f.price, f.quantity, f.fee, f.fee_currency, f.filled_at,
+                       f.id AS fill_id, f.side, f.price, f.quantity, f.fee, f.fee_currency, f.fee_quote, f.filled_at,
                        o.id AS order_id, o.reason AS order_reason, o.intent AS order_intent
                 FROM positions p
                 JOIN orders eo ON eo.id = p.entry_order_id

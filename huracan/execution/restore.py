@@ -39,9 +39,10 @@ async def restore_from_journal(executor: Executor) -> None:
         fee_currency = row["fee_currency"]
         fee = row["fee"]
         fee_base = fee if fee_currency == rules.base else Decimal(0)
-        fee_quote = fee if fee_currency == rules.quote else fee_base * row["price"]
-        if fee and fee_currency not in (rules.base, rules.quote):
-            fee_quote = await executor.fee_in_quote(fee, fee_currency, rules.quote)
+        # The fee as it was counted at the fill (a third currency priced then), when recorded.
+        fee_quote = row["fee_quote"]
+        if fee_quote is None:
+            fee_quote = fee if fee_currency == rules.quote else fee_base * row["price"]
         if row["side"] == "buy":
             entry_payload = json.loads(row["entry_intent"]).get("entry", {})
             effect = executor.book.apply_buy(

@@ -196,7 +196,9 @@ class TradingService:
             if not stopping:
                 await self._take_decisions(event.open_time_ms, ctx)
         finally:
-            await writing
+            # The body's own error, if any, is the one to see; a write's failure is raised by
+            # the flush below (and by every later one) when the body went well.
+            await asyncio.gather(writing, return_exceptions=True)
         await executor.flush()
 
     async def _take_decisions(self, open_time_ms: int, ctx: ServiceContext) -> None:

@@ -24,14 +24,26 @@ from huracan.logs import get_logger
 log = get_logger("huracan.execution.writer")
 
 
+class JournalWriteFailed(RuntimeError):
+    """A queued write failed: the journal is a consistent prefix of what happened, and must stay
+    one until a restart reconciles the rest from the venue."""
+
+
 class JournalWriter:
     def __init__(self, journal: OrderJournal) -> None:
         self.journal = journal
         self._pending: list[Callable[[], Awaitable[object]]] = []
         self._lock = asyncio.Lock()
+        self.failed: BaseException | None = None
+
+    def _queue(self, write: Callable[[], Awaitable[object]]) -> None:
+        # After a failure nothing more is written: a later row (an order now FILLED) over a lost
+        # earlier one (its fill) is a state reconciliation could not repair.
+        if self.failed is None:
+            self._pending.append(write)
 
     def order(self, order: ManagedOrder, now_ms: int) -> None:
-        self._pending.append(partial(self.journal.update_order, OrderRow.of(order), now_ms))
+        self._queue(partial(self.journal.update_order, OrderRow.of(order), now_ms))
 
     def fill(
         self,
@@ -45,7 +57,7 @@ class JournalWriter:
         closing: Position | None,
         rate: Decimal,
     ) -> None:
-        self._pending.append(
+        self._queue(
             partial(
                 self._record_fill,
                 OrderRow.of(order),
@@ -88,20 +100,24 @@ class JournalWriter:
             )
 
     async def flush(self) -> None:
-        """Write what waits in line, in order (one flush at a time)."""
+        """Write what waits in line, in order (one flush at a time). Raises JournalWriteFailed
+        once a write has failed, now and on every later call: the task must restart."""
         async with self._lock:
+            self.check()
             while self._pending:
                 write = self._pending.pop(0)
                 try:
                     await write()
-                except BaseException:
-                    self._pending.clear()  # the venue still knows them: a restart finds them again
+                except asyncio.CancelledError as exc:
+                    self.failed = exc  # stopped mid-write: whether it landed is unknown
+                    self._pending.clear()
                     raise
+                except Exception as exc:
+                    self.failed = exc
+                    self._pending.clear()  # the venue still knows them: a restart finds them again
+                    raise JournalWriteFailed(f"a journal write failed: {exc!r}") from exc
 
-    def clear(self) -> None:
-        """Forget what waits (a restart of the task: the venue still knows it)."""
-        self._pending.clear()
-
-    @property
-    def unwritten(self) -> int:
-        return len(self._pending)
+    def check(self) -> None:
+        """Raise JournalWriteFailed when a write has failed (nothing may be sent after that)."""
+        if self.failed is not None:
+            raise JournalWriteFailed(f"a journal write failed earlier: {self.failed!r}")
