@@ -82,6 +82,16 @@ async def stack(
     return build(config, pool, adapter, clock, markets, "emu"), adapter
 
 
+async def start_trading(service: Any, adapter: ExchangeAdapter, symbol: str = "BTC/USDT") -> Decimal:
+    """Start as the trading task does (state, reconciliation), and mark `symbol` at its last price."""
+    await service.gate.start()
+    await service.reconciler.reconcile_at_start()
+    service.gate.reconciled = True
+    price: Decimal = (await adapter.fetch_ticker(symbol)).last
+    service.executor.book.last_prices[symbol] = price
+    return price
+
+
 async def test_unknown_venue_orders_are_cancelled_by_default(
     emulator: RunningEmulator, db_pool: asyncpg.Pool
 ) -> None:
@@ -117,11 +127,7 @@ async def test_a_lost_answer_blocks_new_risk_on_the_symbol_until_resolved(
     service, adapter = await stack(emulator, db_pool, clock)
     async with adapter:
         gate = service.gate
-        await gate.start()
-        await service.reconciler.reconcile_at_start()
-        gate.reconciled = True
-        price = (await adapter.fetch_ticker("BTC/USDT")).last
-        service.executor.book.last_prices["BTC/USDT"] = price
+        price = await start_trading(service, adapter)
         # The order is placed, its answer lost, and the look-ups fail too: the outcome is unknown.
         emulator.faults = FaultSchedule(
             seed=1,
@@ -156,12 +162,8 @@ async def test_halting_cancels_every_open_order_of_our_symbols_on_the_venue(
     )
     async with adapter:
         gate = service.gate
-        await gate.start()
-        await service.reconciler.reconcile_at_start()
-        gate.reconciled = True
+        price = await start_trading(service, adapter)
         gate.maker_entries = True
-        price = (await adapter.fetch_ticker("BTC/USDT")).last
-        service.executor.book.last_prices["BTC/USDT"] = price
         await gate.handle(entry("BTC/USDT", price))  # a resting post-only entry of ours
         await foreign_order(emulator, price * Decimal("0.9"))  # and one that is not ours
         assert len(emulator.engine.open_orders()) == 2
@@ -185,11 +187,7 @@ async def test_a_fill_the_journal_missed_is_recorded_at_the_next_start(
     service, adapter = await stack(emulator, db_pool, clock)
     async with adapter:
         gate = service.gate
-        await gate.start()
-        await service.reconciler.reconcile_at_start()
-        gate.reconciled = True
-        price = (await adapter.fetch_ticker("BTC/USDT")).last
-        service.executor.book.last_prices["BTC/USDT"] = price
+        price = await start_trading(service, adapter)
         await gate.handle(entry("BTC/USDT", price))
         await service.executor.flush()
     # As if the process had died between the venue's fill and our write of it.

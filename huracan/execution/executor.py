@@ -58,6 +58,7 @@ from huracan.execution.venue import Venue
 from huracan.execution.writer import JournalWriter
 from huracan.logs import get_logger
 from huracan.risk.rates import TickerSource, venue_rate
+from huracan.risk.state_store import intent_json
 
 log = get_logger("huracan.execution")
 
@@ -125,12 +126,8 @@ class Executor:
         self.writer = JournalWriter(journal)
 
     # --- what the risk gate reads ---------------------------------------------------------------
-    def symbols_with(self, *, side: str, statuses: frozenset[OrderStatus] | None = None) -> frozenset[str]:
-        return frozenset(
-            o.symbol
-            for o in self.orders.values()
-            if o.side == side and (statuses is None or o.status in statuses)
-        )
+    def symbols_with(self, *, side: str) -> frozenset[str]:
+        return frozenset(o.symbol for o in self.orders.values() if o.side == side)
 
     def unresolved_symbols(self) -> frozenset[str]:
         return frozenset(o.symbol for o in self.orders.values() if o.status is OrderStatus.UNKNOWN)
@@ -157,15 +154,9 @@ class Executor:
         order.created_ms = now
         transition(order, OrderEvent.SUBMIT)
         payload: dict[str, Any] = {
-            "action": intent.action.name,
-            "reason": intent.reason,
-            "bar_open_time_ms": intent.bar_open_time_ms,
-            "reference_price": str(intent.reference_price),
+            **intent_json(intent),
             "decided_ms": approved.decided_ms,
             "reprices": approved.reprices,
-            "size_multiplier": intent.size_multiplier,
-            "model_version": intent.model_version,
-            "confidence": intent.confidence,
         }
         if approved.entry is not None:
             payload["entry"] = entry_context_json(approved.entry)

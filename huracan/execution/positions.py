@@ -16,7 +16,7 @@ max_hold_bars bars).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from decimal import ROUND_DOWN, Decimal
 
@@ -81,11 +81,10 @@ class Position:
             return Decimal(0)
         return (self.bought_notional + self.entry_fees_quote) / held_bought
 
-    def unrealised_pnl_quote(self, price: Decimal | None = None) -> Decimal:
-        mark = price if price is not None else self.last_price
-        if mark is None or not self.quantity:
+    def unrealised_pnl_quote(self) -> Decimal:
+        if self.last_price is None or not self.quantity:
             return Decimal(0)
-        return self.quantity * (mark - self.cost_per_unit_held)
+        return self.quantity * (self.last_price - self.cost_per_unit_held)
 
     def unrealised_pnl_bps(self) -> float:
         if self.last_price is None or not self.bought_quantity:
@@ -312,6 +311,3 @@ class PositionBook:
             np.full(n, float(self.today.trades)),
             np.full(n, float(self.today.wins)),
         )
-
-    def restore(self, positions: Mapping[str, Position]) -> None:
-        self.positions.update(positions)

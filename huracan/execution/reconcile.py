@@ -43,7 +43,6 @@ class ReconcileReport:
     taken_back: int = 0
     adopted: int = 0
     canceled_unknown: int = 0
-    resolved: int = 0
     untracked_fills: int = 0
     balance_mismatches: int = 0
 
@@ -205,9 +204,7 @@ class Reconciler:
                     if found is None:
                         continue  # a trade of an order that is not ours
                     order = found[0]
-                before = order.status
-                if order.is_terminal and order.status is not OrderStatus.FILLED:
-                    pass  # CANCELED/EXPIRED take late fills (order_state's table)
+                before = order.status  # CANCELED/EXPIRED take late fills (order_state's table)
                 closed = await executor.on_trade(order, trade)
                 self.report.untracked_fills += 1
                 log.warning(

@@ -198,16 +198,7 @@ class RiskGate:
             return assessment
         if assessment.scaled:
             self.stats.scaled += 1
-            await record_denial(
-                self.pool,
-                mode=self.mode,
-                intent=intent,
-                decision="scaled_down",
-                reason_code=assessment.reason,
-                risk_score=assessment.risk_score,
-                detail=assessment.detail,
-                now_ms=self.now_ms,
-            )
+            await self._record(intent, assessment, "scaled_down")
         entry = None
         if intent.side == "buy":
             entry = EntryContext(
@@ -240,18 +231,22 @@ class RiskGate:
         self.stats.approved += 1
         return assessment
 
-    async def _deny(self, intent: OrderIntent, assessment: RiskAssessment) -> RiskAssessment:
-        self.stats.denied[assessment.reason] = self.stats.denied.get(assessment.reason, 0) + 1
+    async def _record(self, intent: OrderIntent, assessment: RiskAssessment, decision: str) -> None:
+        """A risk_events row for a verdict other than a plain approval."""
         await record_denial(
             self.pool,
             mode=self.mode,
             intent=intent,
-            decision="rejected",
+            decision=decision,
             reason_code=assessment.reason,
             risk_score=assessment.risk_score,
             detail=assessment.detail,
             now_ms=self.now_ms,
         )
+
+    async def _deny(self, intent: OrderIntent, assessment: RiskAssessment) -> RiskAssessment:
+        self.stats.denied[assessment.reason] = self.stats.denied.get(assessment.reason, 0) + 1
+        await self._record(intent, assessment, "rejected")
         log.info(
             "order denied",
             symbol=intent.symbol,
