@@ -151,9 +151,9 @@ class TimedTrading(TradingService):
 class TimedDecision(DecisionService):
     probe: Probe
 
-    def decide(self, event: CandleClosed, *, greedy: bool, min_confidence: float) -> list[OrderIntent]:
+    def intents_for(self, event: CandleClosed, *, greedy: bool, min_confidence: float) -> list[OrderIntent]:
         started = time.perf_counter()
-        intents = super().decide(event, greedy=greedy, min_confidence=min_confidence)
+        intents = super().intents_for(event, greedy=greedy, min_confidence=min_confidence)
         self.probe.current.decide_start, self.probe.current.decide_end = started, time.perf_counter()
         return intents
 
@@ -314,7 +314,7 @@ ROWS = (  # label, key in the JSON line
     ("publish -> first order to the venue", "venue_first"),
     ("publish -> last order to the venue", "venue_last"),
     ("  before decide(): fills, sync, marks, rules", "before_decide"),
-    ("  decide() alone [reference: bench/inference.py's step]", "decide_only"),
+    ("  decide() alone: the intents, before the paper books", "decide_only"),
     ("  decide() done -> first order at executor", "decide_to_executor"),
     ("publish -> first rule order at executor", "rule_first"),
     ("publish -> trading task done with the bar", "bar_done"),

@@ -248,9 +248,9 @@ def test_greedy_decisions_repeat_exactly(
 ) -> None:
     def actions() -> list[tuple[str, AgentAction]]:
         slots = Slots(SYMBOLS)
-        slots.champion = PolicyRunner(biased_model(normaliser_state, AgentAction.DO_NOTHING, seed=3), "m")
-        with torch.no_grad():
-            slots.champion.policy.policy_head.bias.zero_()  # let the features decide
+        model = biased_model(normaliser_state, AgentAction.DO_NOTHING, seed=3)
+        model.policy_state["policy_head.bias"].zero_()  # let the features decide
+        slots.champion = PolicyRunner(model, "m")
         return [(i.symbol, i.action) for bar in run_all(service(slots), events(series)) for i in bar]
 
     assert actions() == actions()

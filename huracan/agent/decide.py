@@ -37,7 +37,7 @@ from huracan.core.timeframe import timeframe_ms
 from huracan.daemon.service import ServiceContext
 from huracan.features.context import context_features
 from huracan.features.incremental import IncrementalFeatures
-from huracan.features.market import WARMUP_BARS, CostAssumptions, regime_name
+from huracan.features.market import WARMUP_BARS, CostAssumptions, regime_names
 from huracan.logs import get_logger
 from huracan.memory.candles import CandleStore
 from huracan.rl.env import EnvConfig
@@ -49,6 +49,8 @@ DAY_MS = 86_400_000
 # more to forget where they started, (1 - 2/145)^1360 < 1e-8, so live matches training.
 PRIME_BARS = 4 * WARMUP_BARS
 FLUSH_INTERVAL_S = 10.0
+# The actions that make an intent: an entry or the exit (waiting and holding change nothing).
+ACTING_VALUES = np.array(sorted(int(a) for a in (*ENTRY_ACTIONS, AgentAction.EXIT_POSITION)))
 
 
 @dataclass(slots=True)
@@ -107,9 +109,10 @@ class DecisionService:
         self.recorder = recorder
         self.positions_ready = positions_ready
         self.books: dict[str, PaperBook] = {}
+        self._barred: set[str] = set()  # versions whose paper book took the current bar
         self.primed = False
         self.stats = DecisionStats()
-        self.generator = torch.Generator().manual_seed(seed)
+        self.rng = np.random.default_rng(seed)
         self._index = {s: i for i, s in enumerate(self.symbols)}
 
     async def run(self, ctx: ServiceContext) -> None:
@@ -131,7 +134,8 @@ class DecisionService:
             timeout = max(0.05, min(5.0, next_check - time.monotonic()))
             ctx.liveness.beat(ctx.name, quiet_for_s=timeout)
             try:
-                event = await asyncio.wait_for(self.inbox.get(), timeout=timeout)
+                async with asyncio.timeout(timeout):  # not wait_for: no task of its own per bar
+                    event = await self.inbox.get()
             except TimeoutError:
                 event = None
             if event is not None:
@@ -152,7 +156,8 @@ class DecisionService:
         agent = ctx.config.current.agent
         decided: list[OrderIntent | BarDecided] = [BarDecided(event.open_time_ms)]
         try:
-            decided[:0] = self.decide(event, greedy=agent.greedy, min_confidence=agent.min_confidence)
+            intents = self.intents_for(event, greedy=agent.greedy, min_confidence=agent.min_confidence)
+            decided[:0] = intents
         except Exception:
             # The trading task waits for this bar's marker: it goes out even when deciding
             # failed, so a crash here cannot hold the bar stream (replay) or the exits (live).
@@ -166,6 +171,9 @@ class DecisionService:
                 self.stats.dropped_at_stop += isinstance(item, OrderIntent)
             else:
                 self.intents.put_nowait(item)
+        # The gate takes the intents before the paper books do their bookkeeping.
+        await asyncio.sleep(0)
+        self.settle_paper(event, intents)
 
     async def prime(self, first_open_ms: int) -> None:
         """Load the stored bars before the first live bar into the feature windows."""
@@ -192,17 +200,25 @@ class DecisionService:
         )
 
     def decide(self, event: CandleClosed, *, greedy: bool, min_confidence: float) -> list[OrderIntent]:
-        """Features for the bar, then each model's decisions for its symbols. Pure but for the
-        feature windows it advances and the stats."""
+        """The whole step for a bar: the intents, then the paper books. Pure but for the feature
+        windows and paper books it advances and the stats."""
+        intents = self.intents_for(event, greedy=greedy, min_confidence=min_confidence)
+        self.settle_paper(event, intents)
+        return intents
+
+    def intents_for(self, event: CandleClosed, *, greedy: bool, min_confidence: float) -> list[OrderIntent]:
+        """Features for the bar, then each model's decisions for its symbols; settle_paper(event,
+        intents) must follow (on_bar lets the gate have the intents first)."""
         started = time.perf_counter()
         self.stats.bars += 1
         rows = self.features.push(event.open_time_ms, event.candles)
         warm = self.features.warm_mask
         deciders = self.models.deciders()
-        self._paper_bar(event, {runner.version for runner, _, _ in deciders})
+        self._open_books({runner.version for runner, _, _ in deciders})
+        self._barred.clear()
         if not deciders:
             return []
-        pattern_memory = torch.from_numpy(self.patterns.nearest_setups(self.symbols, rows)).float()
+        pattern_memory = self.patterns.nearest_setups(self.symbols, rows)
         intents: list[OrderIntent] = []
         for runner, symbols, shadow in deciders:
             chosen = [
@@ -214,28 +230,33 @@ class DecisionService:
             if not chosen:
                 continue
             book = self.books[runner.version]
-            view: PositionView = book if shadow or self.positions is None else self.positions
+            view: PositionView = self.positions if self.positions is not None and not shadow else book
+            if view is book:  # its context is the paper book: it takes the bar first
+                self._paper_take_bar(book, event)
             snapshot = view.snapshot(self.symbols)
-            has_position = torch.from_numpy(snapshot.has_position)
-            context = self._context(snapshot, has_position, pattern_memory)
-            index = torch.tensor(chosen)
+            context = self._context(snapshot, pattern_memory)
             decisions = runner.decide(
-                rows[chosen], context[index], has_position[index], greedy=greedy, generator=self.generator
+                rows[chosen], context[chosen], snapshot.has_position[chosen], greedy=greedy, rng=self.rng
             )
             self.stats.decisions += len(chosen)
-            states: npt.NDArray[np.float64] | None = None  # built once, only when an intent needs it
-            for i, action_value, confidence in zip(
-                chosen, decisions.actions.tolist(), decisions.confidence.tolist(), strict=True
+            actions, confidences = decisions.actions, decisions.confidence
+            acting = np.isin(actions, ACTING_VALUES) & (confidences >= min_confidence)
+            if not acting.any():
+                continue
+            # Only the acting rows are turned into Python objects, each kind in one call.
+            picked = np.asarray(chosen)[acting]
+            states = np.concatenate([rows[picked], context[picked]], axis=1).tolist()
+            regimes = regime_names(rows[picked])
+            for i, action_value, confidence, state, regime in zip(
+                picked.tolist(),
+                actions[acting].tolist(),
+                confidences[acting].tolist(),
+                states,
+                regimes,
+                strict=True,
             ):
                 action = AgentAction(action_value)
-                if action not in ENTRY_ACTIONS and action is not AgentAction.EXIT_POSITION:
-                    continue
-                if confidence < min_confidence:
-                    continue
                 symbol = self.symbols[i]
-                if states is None:
-                    states = np.concatenate([rows, context.numpy()], axis=1)
-                state = tuple(states[i].tolist())
                 intents.append(
                     OrderIntent.from_action(
                         action,
@@ -243,39 +264,50 @@ class DecisionService:
                         bar_open_time_ms=event.open_time_ms,
                         reference_price=Decimal(repr(event.candles[symbol].close)),
                         model_version=runner.version,
-                        confidence=float(confidence),
+                        confidence=confidence,
                         shadow=shadow,
-                        state=state,
-                        regime=regime_name(rows[i]),
+                        state=tuple(state),
+                        regime=regime,
                     )
                 )
-                book.submit(intents[-1])
                 self.stats.intents[f"{runner.version}:{action.name}"] += 1
         self.stats.latency_s.append(time.perf_counter() - started)
         return intents
 
-    def _paper_bar(self, event: CandleClosed, deciding: set[str]) -> None:
-        """Fill the paper books' queued decisions at this bar's open and mark its close; a
-        version that stopped deciding (replaced champion, ended A/B) loses its book."""
+    def _open_books(self, deciding: set[str]) -> None:
+        """A paper book per deciding version; a version that stopped deciding (replaced
+        champion, ended A/B) loses its book."""
         for version in [v for v in self.books if v not in deciding]:
             del self.books[version]
         for version in deciding:
             if version not in self.books:
                 self.books[version] = PaperBook(version, self.symbols, self.paper_rules)
+
+    def _paper_take_bar(self, book: PaperBook, event: CandleClosed) -> None:
+        """Fill the book's queued decisions at this bar's open and mark its close."""
+        self.recorder.record(book.on_bar(event.open_time_ms, event.candles))
+        self._barred.add(book.version)
+
+    def settle_paper(self, event: CandleClosed, intents: Sequence[OrderIntent]) -> None:
+        """The books that have not taken the bar take it; then each queues its version's
+        decisions for the next bar's open."""
         for book in self.books.values():
-            self.recorder.record(book.on_bar(event.open_time_ms, event.candles))
+            if book.version not in self._barred:
+                self._paper_take_bar(book, event)
+        for intent in intents:
+            self.books[intent.model_version].submit(intent)
 
     def _context(
-        self, snapshot: PositionSnapshot, has_position: torch.Tensor, pattern_memory: torch.Tensor
-    ) -> torch.Tensor:
+        self, snapshot: PositionSnapshot, pattern_memory: npt.NDArray[np.float64]
+    ) -> npt.NDArray[np.float64]:
         return context_features(
             pattern_memory=pattern_memory,
-            has_position=has_position,
-            size_multiplier=torch.from_numpy(snapshot.size_multiplier),
-            unrealised_pnl_bps=torch.from_numpy(snapshot.unrealised_pnl_bps),
-            hold_bars=torch.from_numpy(snapshot.hold_bars),
+            has_position=snapshot.has_position,
+            size_multiplier=snapshot.size_multiplier,
+            unrealised_pnl_bps=snapshot.unrealised_pnl_bps,
+            hold_bars=snapshot.hold_bars,
             bars_per_day=DAY_MS / self.step_ms,
-            drawdown=torch.from_numpy(snapshot.drawdown),
-            trades_today=torch.from_numpy(snapshot.trades_today),
-            wins_today=torch.from_numpy(snapshot.wins_today),
+            drawdown=snapshot.drawdown,
+            trades_today=snapshot.trades_today,
+            wins_today=snapshot.wins_today,
         )

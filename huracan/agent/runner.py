@@ -1,22 +1,27 @@
 """One loaded model, ready to decide: the policy network, its normaliser and its schema.
 
 Pure (no I/O beyond what the caller hands in): market rows and context in, actions and their
-probabilities out, for a batch of symbols in one forward pass.
+probabilities out, for a batch of symbols in one forward pass (numpy: huracan/agent/forward.py).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import torch
 
+from huracan.agent.forward import ActorForward, sample
 from huracan.features.context import CONTEXT_WIDTH
 from huracan.features.normaliser import RunningNormaliser
 from huracan.features.schema import STATE_SCHEMA, FeatureSchema
 from huracan.rl.checkpoint import Checkpoint, CheckpointError, SchemaMismatch
-from huracan.rl.policy import action_masks, load_policy
+from huracan.rl.policy import MASK_TABLE, load_policy
+
+# Row 0: flat, row 1: long; the valid actions of each (the training env's rule).
+MASKS = MASK_TABLE.numpy()
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,25 +73,25 @@ class PolicyRunner:
             raise CheckpointError(
                 f"model {version}: network takes {self.policy.observation_size} inputs, the state has {schema.size}"
             )
+        self.forward = ActorForward.of(self.policy)
 
     def decide(
         self,
         market_rows: npt.NDArray[np.float64],
-        context: torch.Tensor,
-        has_position: torch.Tensor,
+        context: npt.NDArray[np.floating[Any]],
+        has_position: npt.NDArray[np.bool_],
         *,
         greedy: bool,
-        generator: torch.Generator | None = None,
+        rng: np.random.Generator | None = None,
     ) -> Decisions:
         """Actions for a batch of symbols: rows [S, market width] raw, context [S, 10]."""
-        market = torch.from_numpy(self.normaliser.normalise(market_rows))
-        observation = torch.cat((market, context.to(market.dtype)), dim=1)
-        mask = action_masks(has_position)
-        with torch.inference_mode():
-            probabilities = self.policy.action_probabilities(observation, mask)
-            if greedy:
-                actions = probabilities.argmax(dim=1)
-            else:
-                actions = torch.multinomial(probabilities, 1, generator=generator).squeeze(1)
-            confidence = probabilities.gather(1, actions.unsqueeze(1)).squeeze(1)
-        return Decisions(actions.numpy().astype(np.int64), confidence.double().numpy())
+        observation = np.concatenate(
+            (self.normaliser.normalise(market_rows), context.astype(np.float32, copy=False)), axis=1
+        )
+        probabilities = self.forward.probabilities(observation, MASKS[has_position.astype(np.intp)])
+        if greedy:
+            actions = probabilities.argmax(axis=1)
+        else:
+            actions = sample(probabilities, rng if rng is not None else np.random.default_rng())
+        confidence = np.take_along_axis(probabilities, actions[:, None], axis=1)[:, 0]
+        return Decisions(actions.astype(np.int64, copy=False), confidence.astype(np.float64))

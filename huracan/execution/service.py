@@ -114,7 +114,8 @@ class TradingService:
             while not ctx.stopping.is_set():
                 ctx.liveness.beat(ctx.name, quiet_for_s=self.poll_interval_s)
                 try:
-                    event = await asyncio.wait_for(self.inbox.get(), timeout=self.poll_interval_s)
+                    async with asyncio.timeout(self.poll_interval_s):  # see _take_decisions
+                        event = await self.inbox.get()
                 except TimeoutError:
                     event = None
                 if event is not None:
@@ -210,7 +211,10 @@ class TradingService:
                 ctx.name, quiet_for_s=timeout
             )  # waiting on the decision step is not being stuck
             try:
-                item = await asyncio.wait_for(self.intents.get(), timeout=timeout)
+                # asyncio.timeout, not wait_for: wait_for wraps the get in a task of its own,
+                # two more event loop turns between the decision and the gate.
+                async with asyncio.timeout(timeout):
+                    item = await self.intents.get()
             except TimeoutError:
                 if deadline is not None and time.monotonic() >= deadline:
                     log.warning("decision step late; bar moves on", bar_open_time_ms=open_time_ms)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 from decimal import ROUND_HALF_EVEN, Decimal
 
 from huracan.core.candle import Candle, CandleSeries
+from huracan.core.numbers import decimal_of
 from huracan.core.timeframe import timeframe_ms
 from huracan.exchange.adapter_orders import prepare_order
 from huracan.exchange.errors import OrderNotFound, PostOnlyWouldTake
@@ -83,7 +84,9 @@ class SimulatedVenue:
         self.now_ms = now_ms
         self._orders: dict[str, _SimOrder] = {}  # by client order id
         self._trades: dict[str, list[Trade]] = {s: [] for s in self.markets}
-        self._last_close: dict[str, Decimal] = {}
+        # Closes kept as floats and made exact when asked: a bar's 20 conversions sit between
+        # the candle close and the decision, most of them for symbols no one asks about.
+        self._last_close_float: dict[str, float] = {}
         self._market_ms = 0  # close of the newest bar seen
 
     # --- market data ----------------------------------------------------------------------------
@@ -91,7 +94,7 @@ class SimulatedVenue:
         return self.markets[symbol]
 
     async def fetch_top_of_book(self, symbol: str) -> TopOfBook:
-        close = self._last_close.get(symbol)
+        close = self._last_close(symbol)
         if close is None:
             raise OrderNotFound(f"{symbol}: no price yet")
         bid, ask = synthetic_top_of_book(close, self.costs)
@@ -100,10 +103,10 @@ class SimulatedVenue:
     def on_bar(self, candle: Candle) -> list[Trade]:
         """A closed bar of `candle.symbol`: fill what it fills, then remember its close."""
         symbol = candle.symbol
-        bar = SimBar.of(candle)
         working = [s for s in self._orders.values() if s.order.symbol == symbol and s.order.is_open]
         trades: list[Trade] = []
         if working:
+            bar = SimBar.of(candle)
             sim_orders = [
                 SimOrder(
                     s.order.client_order_id or s.order.id,
@@ -134,9 +137,13 @@ class SimulatedVenue:
                         fill.time_ms,
                     )
                 )
-        self._last_close[symbol] = bar.close
+        self._last_close_float[symbol] = candle.close
         self._market_ms = max(self._market_ms, candle.open_time_ms + timeframe_ms(candle.timeframe))
         return trades
+
+    def _last_close(self, symbol: str) -> Decimal | None:
+        close = self._last_close_float.get(symbol)
+        return None if close is None else decimal_of(close)
 
     def _apply(
         self, cid: str, price: Decimal, quantity: Decimal, fee: Decimal, liquidity: str, time_ms: int
@@ -185,7 +192,7 @@ class SimulatedVenue:
             ),
         )
         price = Decimal(prepared.price) if prepared.price is not None else None
-        close = self._last_close.get(request.symbol)
+        close = self._last_close(request.symbol)
         if request.post_only and price is not None and close is not None:
             bid, ask = synthetic_top_of_book(close, self.costs)
             if post_only_would_cross(request.side, price, bid, ask):

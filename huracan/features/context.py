@@ -1,13 +1,18 @@
 """The part of the state that is not the market: pattern memory, position and risk context.
 
-One torch function computes it for the training environment ([n_envs] tensors) and for live
-inference ([n_symbols] tensors), so both see the same scaling. Every number is scaled by its
+One function computes it for the training environment ([n_envs] torch tensors) and for live
+inference ([n_symbols] numpy arrays: cheaper calls when a bar wakes a cold process), so both see
+the same scaling. Every number is scaled by its
 formula to roughly -1..1 (binary flags stay 0/1); these features are not in the running
 normaliser because their scale is known and a flag's mean and variance mean nothing.
 """
 
 from __future__ import annotations
 
+from typing import Any, TypeVar
+
+import numpy as np
+import numpy.typing as npt
 import torch
 
 CONTEXT_FEATURES: tuple[str, ...] = (
@@ -29,33 +34,46 @@ PATTERN_MEMORY_WIDTH = 3
 CONTEXT_WIDTH = len(CONTEXT_FEATURES)
 
 
+Arr = TypeVar("Arr", torch.Tensor, npt.NDArray[Any])
+
+
+def _like(x: Arr, like: Arr) -> Arr:
+    if isinstance(x, torch.Tensor):
+        return x.to(like.dtype)
+    return np.asarray(x, dtype=like.dtype)
+
+
 def context_features(
     *,
-    pattern_memory: torch.Tensor,  # [..., 3]: win rate 0..1, average profit bps, reliability 0..1
-    has_position: torch.Tensor,  # [...] bool or 0/1
-    size_multiplier: torch.Tensor,  # [...] 0 when flat
-    unrealised_pnl_bps: torch.Tensor,  # [...]
-    hold_bars: torch.Tensor,  # [...]
+    pattern_memory: Arr,  # [..., 3]: win rate 0..1, average profit bps, reliability 0..1
+    has_position: Arr,  # [...] bool or 0/1
+    size_multiplier: Arr,  # [...] 0 when flat
+    unrealised_pnl_bps: Arr,  # [...]
+    hold_bars: Arr,  # [...]
     bars_per_day: float,
-    drawdown: torch.Tensor,  # [...] fraction of peak equity, >= 0
-    trades_today: torch.Tensor,  # [...]
-    wins_today: torch.Tensor,  # [...]
-) -> torch.Tensor:
-    """The context block, [..., CONTEXT_WIDTH], in the dtype of `pattern_memory`."""
-    dtype = pattern_memory.dtype
-    held = has_position.to(dtype)
-    trades = trades_today.to(dtype)
-    win_rate = torch.where(trades > 0, wins_today.to(dtype) / trades.clamp(min=1), torch.zeros_like(trades))
+    drawdown: Arr,  # [...] fraction of peak equity, >= 0
+    trades_today: Arr,  # [...]
+    wins_today: Arr,  # [...]
+) -> Arr:
+    """The context block, [..., CONTEXT_WIDTH], in the dtype of `pattern_memory`; all
+    arguments torch tensors or all numpy arrays."""
+    held = _like(has_position, pattern_memory)
+    trades = _like(trades_today, pattern_memory)
+    # wins / trades where a trade closed today, else 0 (wins is 0 then too, and trades >= 1).
+    win_rate = _like(wins_today, pattern_memory) / trades.clip(1.0, None)
     columns = (
         pattern_memory[..., 0],
         pattern_memory[..., 1] / 100.0,
         pattern_memory[..., 2],
         held,
-        size_multiplier.to(dtype) * held,
-        (unrealised_pnl_bps.to(dtype) / 100.0).clamp(-10.0, 10.0) * held,
-        (hold_bars.to(dtype) / bars_per_day).clamp(0.0, 4.0) * held,
-        (drawdown.to(dtype) * 10.0).clamp(0.0, 1.0),
-        (trades / 10.0).clamp(0.0, 2.0),
+        _like(size_multiplier, pattern_memory) * held,
+        (_like(unrealised_pnl_bps, pattern_memory) / 100.0).clip(-10.0, 10.0) * held,
+        (_like(hold_bars, pattern_memory) / bars_per_day).clip(0.0, 4.0) * held,
+        (_like(drawdown, pattern_memory) * 10.0).clip(0.0, 1.0),
+        (trades / 10.0).clip(0.0, 2.0),
         win_rate,
     )
-    return torch.stack(columns, dim=-1)
+    if isinstance(pattern_memory, torch.Tensor):
+        return torch.stack(columns, dim=-1)
+    stacked: Arr = np.stack(columns, axis=-1)
+    return stacked

@@ -391,9 +391,14 @@ REGIMES = ("low_vol_ranging", "low_vol_trending", "high_vol_ranging", "high_vol_
 _REGIME_COLUMNS = [MARKET_FEATURES.index(f"regime_{name}") for name in REGIMES]
 
 
+def regime_names(rows: Array) -> list[str]:
+    """The regime each market feature row [N, 70] is in (its one-hot code); "unknown" before
+    warm-up. One pass over the batch: the decision step names the regime of every intent."""
+    codes = rows[:, _REGIME_COLUMNS]
+    known = np.isfinite(codes).all(axis=1) & (np.nan_to_num(codes).max(axis=1) > 0)
+    best = np.nan_to_num(codes, nan=-1.0).argmax(axis=1)
+    return [REGIMES[b] if k else "unknown" for b, k in zip(best.tolist(), known.tolist(), strict=True)]
+
+
 def regime_name(row: Array) -> str:
-    """The regime a market feature row is in (its one-hot code); "unknown" before warm-up."""
-    codes = row[_REGIME_COLUMNS]
-    if not np.all(np.isfinite(codes)) or codes.max() <= 0:
-        return "unknown"
-    return REGIMES[int(np.argmax(codes))]
+    return regime_names(row[None, :])[0]
