@@ -46,8 +46,8 @@ retrain: install ## retrain the agent with walk-forward validation
 bench: install ## run the benchmarks in bench/ (figures go to bench/RESULTS.md by hand)
 	@set -e; for script in bench/*.py; do echo "== $$script"; $(BIN)/python $$script; done
 
-chaos: install ## kill -9 the live trading stack at 200 random points against the emulator, then verify
-	$(BIN)/python -m huracan.testing.chaos --kills $${KILLS:-200}
+chaos: install ## kill -9 the whole live daemon at 200 random points against the emulator (KILLS=N), then verify
+	$(BIN)/python -m huracan.testing.chaos --mode daemon --kills $${KILLS:-200}
 
 db-start: install ## start (or reuse) the private PostgreSQL cluster under var/
 	$(BIN)/huracan db start

@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable, Sequence
 import asyncpg
 
 from huracan.config import ConfigError, ConfigSources, HuracanConfig, load_config, plan_reload
+from huracan.core.clock import Clock
 from huracan.daemon.sdnotify import Notifier
 from huracan.daemon.service import FatalError, Liveness, RunningConfig, Service
 from huracan.daemon.services import ServiceDeps, build_services
@@ -55,7 +56,10 @@ class Daemon:
         notifier: Notifier | None = None,
         services: ServiceFactory = build_services,
         until_end: bool = False,
+        clock: Clock | None = None,
     ) -> None:
+        """clock: market time of shadow and live (None: the wall clock); see ServiceDeps."""
+        self.clock = clock
         self.config = RunningConfig(config)
         self.sources = sources
         self.notifier = notifier or Notifier()
@@ -199,6 +203,7 @@ class Daemon:
             pool,
             self.notifier,
             on_replay_end=(lambda: self.request_stop("replay finished")) if self.until_end else None,
+            clock=self.clock,
         )
         self.notifier.status("starting: services")
         try:

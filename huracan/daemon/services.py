@@ -17,7 +17,7 @@ from huracan.agent.performance import PerformanceRecorder
 from huracan.agent.positions import NoPatternMemory
 from huracan.config import HuracanConfig
 from huracan.core.bus import Topic
-from huracan.core.clock import WallClock
+from huracan.core.clock import Clock, WallClock
 from huracan.core.events import CandleClosed
 from huracan.core.intents import BarDecided, OrderIntent
 from huracan.core.timeframe import timeframe_ms
@@ -54,6 +54,9 @@ class ServiceDeps:
     notifier: Notifier
     # Called by the replay when its data is exhausted; None keeps the daemon up, idle.
     on_replay_end: Callable[[], None] | None = None
+    # Market time of shadow and live (None: the wall clock). Another clock is for running the
+    # daemon against a venue whose market time is not wall time (the emulator's, in chaos runs).
+    clock: Clock | None = None
 
 
 async def build_services(deps: ServiceDeps, resources: AsyncExitStack) -> list[Service]:
@@ -84,12 +87,13 @@ async def build_services(deps: ServiceDeps, resources: AsyncExitStack) -> list[S
         trading = trading_services(deps, ingest, store, simulated, simulated, markets, replay.clock.now_ms)
         return [*services, ingest, *trading]
     # shadow and live: market data from the exchange; shadow fills simulated, live fills real.
-    adapter = await resources.enter_async_context(ExchangeAdapter(config.exchange))
+    clock = deps.clock if deps.clock is not None else WallClock()
+    # The adapter's clock only tells which bars have closed; requests are signed with ccxt's own.
+    adapter = await resources.enter_async_context(ExchangeAdapter(config.exchange, now_ms=clock.now_ms))
     await check_universe(adapter, universe.symbols)
     all_markets = await adapter.load_markets()
     markets = {s: all_markets[s] for s in universe.symbols}
     plan = IngestPlan(tuple(universe.symbols), universe.timeframe, universe.backfill_days)
-    clock = WallClock()
     ingest = CandleIngest(plan, adapter, store, clock)
     if config.exchange.mode == "shadow":
         simulated = SimulatedVenue(adapter.exchange_id, markets, costs, clock.now_ms)

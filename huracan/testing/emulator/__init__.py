@@ -65,7 +65,7 @@ from huracan.testing.emulator.faults import (
     KlineCorruption,
     KlineDamage,
 )
-from huracan.testing.emulator.market_time import EmulatorClock
+from huracan.testing.emulator.market_time import EmulatorClock, Pace, PacedMarketClock
 from huracan.testing.emulator.markets import MarketRules, derive_rules
 from huracan.testing.emulator.matching import Balance, MatchingEngine
 from huracan.testing.emulator.server import EmulatorState, Routes
@@ -80,6 +80,8 @@ __all__ = [
     "InjectedFault",
     "KlineCorruption",
     "KlineDamage",
+    "Pace",
+    "PacedMarketClock",
     "RunningEmulator",
     "start_emulator",
 ]
@@ -149,6 +151,19 @@ class RunningEmulator:
     def advance(self, bars: int = 1) -> None:
         """Move market time by whole bars of the finest timeframe, filling resting orders."""
         self._state.advance(bars)
+
+    @property
+    def pace(self) -> Pace | None:
+        """Paced mode's market time as a function of wall time; None when not paced."""
+        return self._state.pace
+
+    def set_pace(self, bars_per_second: float) -> Pace:
+        """From now on market time follows wall time at `bars_per_second` (0 freezes it); call
+        `catch_up()` (every request does) to bring it to where the pace says."""
+        return self._state.set_pace(bars_per_second)
+
+    def catch_up(self) -> None:
+        self._state.catch_up()
 
     async def close(self) -> None:
         self._state.closing.set()  # release hanging (timeout) faults

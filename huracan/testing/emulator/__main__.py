@@ -1,7 +1,9 @@
 """``python -m huracan.testing.emulator --port P --data DIR``: run the emulator on its own.
 
 Prints its URL on one line (stdout, flushed), then lets market time pass with wall time at
-`--speed` bars per second (0 freezes it) until SIGTERM or SIGINT.
+`--speed` bars per second (0 freezes it) until SIGTERM or SIGINT. Paced market time is a pure
+function of wall time, market = start + floor((wall - wall0) x speed / 1000) x step, served at
+GET /emulator/clock so that a client can compute it (market_time.PacedMarketClock).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
 from huracan.testing.emulator import EmulatorConfig, start_emulator
+from huracan.testing.emulator.market_time import wall_ms
 
 
 def _balance(text: str) -> tuple[str, Decimal]:
@@ -53,17 +56,24 @@ async def serve(args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    emulator.set_pace(args.speed)  # before the URL goes out: a client may ask for the pace at once
     print(emulator.url, flush=True)
     try:
-        if args.speed > 0:
-            interval = 1.0 / args.speed
-            while not stop.is_set():
-                try:
-                    await asyncio.wait_for(stop.wait(), timeout=interval)
-                except TimeoutError:
-                    emulator.advance(1)
-        else:
-            await stop.wait()
+        while not stop.is_set():
+            # Sleep until the next bar's wall time, then move to where the pace says market time
+            # is: a late wake-up catches up instead of drifting. The pace is read each time, since
+            # POST /emulator/clock may change it; frozen, look again in a while.
+            pace = emulator.pace
+            assert pace is not None
+            if pace.bars_per_second > 0:
+                due = pace.wall_of_bar(pace.bars_at(wall_ms()) + 1)
+                delay = min(1.0, max(0, due - wall_ms()) / 1000)
+            else:
+                delay = 0.2
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=delay)
+            except TimeoutError:
+                emulator.catch_up()
     finally:
         await emulator.close()
 

@@ -13,7 +13,6 @@ import contextlib
 import hashlib
 import hmac
 import json
-import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -27,16 +26,15 @@ from huracan.testing.emulator import wire
 from huracan.testing.emulator.book import SyntheticBook, synthetic_book
 from huracan.testing.emulator.candles import SymbolCandles
 from huracan.testing.emulator.clock import MarketClock
+from huracan.testing.emulator.control import add_control_routes
 from huracan.testing.emulator.faults import FaultKind, FaultRule, FaultSchedule, corrupt_klines
+from huracan.testing.emulator.market_time import Pace, wall_ms
 from huracan.testing.emulator.markets import MarketRules, exchange_info, text8
 from huracan.testing.emulator.matching import MatchingEngine, OrderRejected, OrderRequest
 
 Handler = Callable[[web.Request, dict[str, str]], Awaitable[Any]]
+CONTROL_PREFIX = "/emulator/"
 DAY_MS = 86_400_000
-
-
-def wall_ms() -> int:
-    return int(time.time() * 1000)
 
 
 @dataclass
@@ -54,6 +52,23 @@ class EmulatorState:
     closing: asyncio.Event = field(default_factory=asyncio.Event)
     history: dict[tuple[str, str], deque[str]] = field(default_factory=dict)
     updates: int = 0
+    # Paced mode (python -m huracan.testing.emulator --speed N): market time follows wall time.
+    pace: Pace | None = None
+
+    def catch_up(self) -> None:
+        """Paced mode: move market time to where the pace says it is by now. Called before every
+        request as well as on each tick, so an answer never lags the pace (a client computing
+        market time from the same pace sees the bars it expects, however late the tick runs)."""
+        if self.pace is not None:
+            behind = self.pace.market_ms(wall_ms()) - self.clock.now_ms
+            if behind >= self.clock.step_ms:
+                self.advance(behind // self.clock.step_ms)
+
+    def set_pace(self, bars_per_second: float) -> Pace:
+        """From now on market time passes at `bars_per_second` (0 freezes it)."""
+        self.catch_up()
+        self.pace = Pace(self.clock.now_ms, wall_ms(), bars_per_second, self.clock.step_ms)
+        return self.pace
 
     def advance(self, bars: int) -> None:
         before, after = self.clock.advance(bars)
@@ -144,6 +159,7 @@ class Routes:
         ]
         for method, path, handler in signed:
             app.router.add_route(method, path, self._wrap(handler, signed=True))
+        add_control_routes(app, self.state)  # /emulator/...: the emulator's own, not Binance's
         app.router.add_route("*", "/{tail:.*}", self.not_found)
         return app
 
@@ -208,6 +224,9 @@ class Routes:
         self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
         state = self.state
+        state.catch_up()
+        if request.path.startswith(CONTROL_PREFIX):
+            return await handler(request)  # the control routes are not part of the fault model
         decision = state.faults.decide(request.method, request.path)
         if decision.latency_ms:
             await asyncio.sleep(decision.latency_ms / 1000)
