@@ -207,3 +207,44 @@ async def test_a_fill_the_journal_missed_is_recorded_at_the_next_start(
     assert await db_pool.fetchval("SELECT status FROM orders") == "FILLED"
     assert "BTC/USDT" in restarted.executor.book.positions
     assert report.balance_mismatches == 0
+
+
+async def test_a_position_opened_by_a_restored_maker_entrys_replacement_survives_the_next_restart(
+    emulator: RunningEmulator, db_pool: asyncpg.Pool
+) -> None:
+    # Found by make chaos: a maker entry restored after a crash, then taken as a taker fallback,
+    # opened its position under the first (unfilled) order's id; the next start could not find
+    # the position's fills, forgot it, and the next entry broke the one-open-position rule.
+    rest_under_the_bid = {"maker_offset_bps": 60.0, "max_reprices": 0, "signal_ttl_s": 1e9}
+    clock = SteppedClock(emulator.now_ms)
+    service, adapter = await stack(emulator, db_pool, clock, maker_entries=True, **rest_under_the_bid)
+    async with adapter:
+        price = await start_trading(service, adapter)
+        await service.gate.handle(entry("BTC/USDT", price))
+        await service.executor.flush()
+    assert len(emulator.engine.open_orders()) == 1  # the process dies here: the entry rests
+
+    service, adapter = await stack(emulator, db_pool, clock, maker_entries=True, **rest_under_the_bid)
+    async with adapter:
+        await start_trading(service, adapter)
+        for _ in range(400):  # the bid walks away: the entry is cancelled and taken instead
+            emulator.advance(1)
+            clock.now += 300_000
+            await service.executor.sync()
+            await service.gate.maintain_makers()
+            await service.executor.flush()
+            if "BTC/USDT" in service.executor.book.positions:
+                break
+        held = service.executor.book.positions["BTC/USDT"].quantity
+    filled = await db_pool.fetchrow("SELECT order_id FROM fills WHERE symbol = 'BTC/USDT'")
+    position = await db_pool.fetchrow("SELECT entry_order_id FROM positions WHERE status = 'open'")
+    assert position["entry_order_id"] == filled["order_id"]  # the order whose fill opened it
+
+    service, adapter = await stack(emulator, db_pool, clock, maker_entries=False)
+    async with adapter:
+        price = await start_trading(service, adapter)
+        assert service.executor.book.positions["BTC/USDT"].quantity == held
+        assessment = await service.gate.handle(entry("BTC/USDT", price))
+        await service.executor.flush()  # raised JournalWriteFailed (a second open position)
+    assert assessment is not None
+    assert not assessment.allowed

@@ -378,8 +378,10 @@ class Executor:
                 if approved is not None and approved.entry is not None
                 else _unknown_entry(trade.price, order.db_id)
             )
-            if entry.entry_order_id is None:
-                entry = replace(entry, entry_order_id=order.db_id)
+            # The position's entry order is the one whose fill opens it, always: a maker entry
+            # re-priced or taken as a fallback carries the approval (and the entry context) of
+            # the order it replaced, and a restart finds a position's fills from this order's.
+            entry = replace(entry, entry_order_id=order.db_id)
             effect = self.book.apply_buy(
                 order.symbol,
                 price=trade.price,

@@ -379,7 +379,8 @@ class OrderJournal:
 
     async def open_positions(self) -> list[asyncpg.Record]:
         """Open positions with the entry order's intent and every fill since the position opened,
-        oldest first: the book folds them back into positions."""
+        oldest first: the book folds them back into positions. A position whose entry order
+        has no fill comes as one row with fill_id NULL, so it is reported, not lost."""
         return list(
             await self.pool.fetch(
                 """
@@ -388,9 +389,9 @@ class OrderJournal:
                        o.id AS order_id, o.reason AS order_reason, o.intent AS order_intent
                 FROM positions p
                 JOIN orders eo ON eo.id = p.entry_order_id
-                JOIN fills f ON f.symbol = p.symbol AND f.exchange = p.exchange
+                LEFT JOIN (fills f JOIN orders o ON o.id = f.order_id)
+                     ON f.symbol = p.symbol AND f.exchange = p.exchange AND o.mode = p.mode
                      AND f.id >= (SELECT min(id) FROM fills WHERE order_id = p.entry_order_id)
-                JOIN orders o ON o.id = f.order_id AND o.mode = p.mode
                 WHERE p.status = 'open' AND p.mode = $1 AND p.exchange = $2
                 ORDER BY p.id, f.id
                 """,

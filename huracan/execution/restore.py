@@ -17,6 +17,9 @@ from huracan.execution.approval import ApprovedOrder
 from huracan.execution.journal import entry_context_of
 from huracan.execution.order_state import ManagedOrder
 from huracan.execution.positions import EntryContext
+from huracan.logs import get_logger
+
+log = get_logger("huracan.execution.restore")
 
 if TYPE_CHECKING:
     from huracan.execution.executor import Executor
@@ -33,6 +36,16 @@ async def restore_from_journal(executor: Executor) -> None:
     rows = await executor.journal.open_positions()
     for row in rows:
         symbol = row["symbol"]
+        if row["fill_id"] is None:
+            # Written by a build that named the wrong entry order (a re-priced maker entry's
+            # first one): its coins are on the venue, but not in the book.
+            log.error(
+                "open position without its entry order's fills: not restored",
+                position_id=row["position_id"],
+                symbol=symbol,
+                entry_order_id=row["entry_order_id"],
+            )
+            continue
         rules = executor.markets.get(symbol)
         if rules is None:
             continue
