@@ -49,7 +49,7 @@ def test_context_is_the_same_from_numpy_arrays_and_torch_tensors(n: int, seed: i
     rng = np.random.default_rng(seed)
     trades = rng.integers(0, 30, n).astype(np.float64)
     arrays = {
-        "pattern_memory": rng.uniform(-300, 300, (n, 3)),
+        "pattern_memory": rng.uniform(-300, 300, (n, 3)).astype(np.float32),  # the env's dtype
         "has_position": rng.random(n) < 0.5,
         "size_multiplier": rng.choice([0.5, 1.0, 2.0], n),
         "unrealised_pnl_bps": rng.normal(0, 800, n),

@@ -240,6 +240,8 @@ async def test_a_position_opened_by_a_restored_maker_entrys_replacement_survives
     position = await db_pool.fetchrow("SELECT entry_order_id FROM positions WHERE status = 'open'")
     assert position["entry_order_id"] == filled["order_id"]  # the order whose fill opened it
 
+    # A row an earlier build wrote names the replaced order: restored from the first buy fill.
+    await db_pool.execute("UPDATE positions SET entry_order_id = 1 WHERE status = 'open'")
     service, adapter = await stack(emulator, db_pool, clock, maker_entries=False)
     async with adapter:
         price = await start_trading(service, adapter)

@@ -163,6 +163,7 @@ class DecisionService:
             # failed, so a crash here cannot hold the bar stream (replay) or the exits (live).
             if not self.intents.full():
                 self.intents.put_nowait(decided[0])
+            self.settle_paper(event, [])  # and the paper books still take the bar
             raise
         for item in decided:
             if not stopping:
@@ -299,9 +300,10 @@ class DecisionService:
 
     def _context(
         self, snapshot: PositionSnapshot, pattern_memory: npt.NDArray[np.float64]
-    ) -> npt.NDArray[np.float64]:
+    ) -> npt.NDArray[np.float32]:
         return context_features(
-            pattern_memory=pattern_memory,
+            # float32 as in the training environment, so the block's roundings are the same
+            pattern_memory=pattern_memory.astype(np.float32),
             has_position=snapshot.has_position,
             size_multiplier=snapshot.size_multiplier,
             unrealised_pnl_bps=snapshot.unrealised_pnl_bps,

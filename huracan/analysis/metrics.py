@@ -8,7 +8,8 @@ Conventions, stated once because every metric library picks its own:
 - Standard deviations are sample ones (n - 1). Sortino's downside deviation is the root mean
   square of the shortfalls below the target over all days (Sortino and Price, 1994), not only
   the losing ones.
-- A metric that is undefined for its input (a zero denominator, too few points) is None,
+- A metric that is undefined for its input (a zero denominator, too few points, an annual
+  figure too large to represent) is None,
   never 0 or infinity: a database column stores NULL for it, and no one reads a flat series as
   a Sharpe of 0.
 - A trade counts as won when its PnL is above 0; a trade at exactly 0 is neither won nor lost.
@@ -29,7 +30,9 @@ def _mean(values: Sequence[float]) -> float:
 
 
 def _sample_std(values: Sequence[float]) -> float | None:
-    if len(values) < 2:
+    """None for fewer than two values or identical ones (whose computed deviation is rounding
+    noise in the mean, not a spread: 0.1 three times has a std of 1e-18)."""
+    if len(values) < 2 or max(values) == min(values):
         return None
     mean = _mean(values)
     return math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (len(values) - 1))
@@ -76,7 +79,10 @@ def annual_return(daily_returns: Sequence[float]) -> float | None:
     growth = equity_from_returns(daily_returns)[-1]
     if growth <= 0:
         return -1.0  # everything lost: no compounding brings it back
-    return float(growth ** (DAYS_PER_YEAR / len(daily_returns))) - 1.0
+    try:
+        return float(growth ** (DAYS_PER_YEAR / len(daily_returns))) - 1.0
+    except OverflowError:  # a few days of large gains compounded over a year: no meaningful figure
+        return None
 
 
 @dataclass(frozen=True, slots=True)

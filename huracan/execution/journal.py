@@ -1,15 +1,11 @@
 """The write-ahead order journal: every order and fill in PostgreSQL before anyone relies on it.
 
-- `open_order` commits the order row in PENDING_SUBMIT before the request leaves, so a crash
-  at any point after it leaves a row that reconciliation resolves by its client order id.
-- `update_order` persists every later change of status.
-- `record_fill` writes the fill, the order's new totals, the position and (when the fill closes
-  the position) the trade_memory row in one transaction. The fill's (exchange, venue trade id)
-  is unique: a fill reported twice, or again after a restart, inserts nothing and changes
-  nothing (`False`).
-
-The position book in memory is the fold of the fills (`fills_of_open_positions` gives them
-back at start-up), so what is committed here is the whole truth after a crash.
+`open_order` commits the order row in PENDING_SUBMIT before the request leaves (a crash after
+it leaves a row that reconciliation resolves by client order id); `update_order` persists every
+later status; `record_fill` writes the fill, the order's totals, the position and the
+trade_memory row of a closed trade in one transaction, once per (exchange, venue trade id).
+The position book is the fold of the fills (`open_positions` gives them back at start-up), so
+what is committed here is the whole truth after a crash.
 """
 
 from __future__ import annotations
@@ -379,8 +375,8 @@ class OrderJournal:
 
     async def open_positions(self) -> list[asyncpg.Record]:
         """Open positions with the entry order's intent and every fill since the position opened,
-        oldest first: the book folds them back into positions. A position whose entry order
-        has no fill comes as one row with fill_id NULL, so it is reported, not lost."""
+        oldest first: the book folds them back into positions. A position without any fill
+        comes as one row with fill_id NULL, so it is reported, not lost."""
         return list(
             await self.pool.fetch(
                 """
@@ -391,7 +387,12 @@ class OrderJournal:
                 JOIN orders eo ON eo.id = p.entry_order_id
                 LEFT JOIN (fills f JOIN orders o ON o.id = f.order_id)
                      ON f.symbol = p.symbol AND f.exchange = p.exchange AND o.mode = p.mode
-                     AND f.id >= (SELECT min(id) FROM fills WHERE order_id = p.entry_order_id)
+                     AND f.id >= COALESCE(
+                         (SELECT min(id) FROM fills WHERE order_id = p.entry_order_id),
+                         -- rows of builds that named a replaced maker entry: its first buy fill
+                         (SELECT min(b.id) FROM fills b JOIN orders bo ON bo.id = b.order_id
+                          WHERE b.symbol = p.symbol AND b.exchange = p.exchange AND bo.mode = p.mode
+                                AND b.side = 'buy' AND b.filled_at >= p.opened_at))
                 WHERE p.status = 'open' AND p.mode = $1 AND p.exchange = $2
                 ORDER BY p.id, f.id
                 """,

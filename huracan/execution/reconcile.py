@@ -151,6 +151,13 @@ class Reconciler:
         executor = self.executor
         found = await executor.journal.order_by_client_id(cid)
         if found is None:
+            # Every order of ours is written before it is sent: this one broke the write-ahead,
+            # or another process trades under our prefix. Either wants a person to look.
+            log.error(
+                "venue order with our prefix that the journal never wrote: adopted as EXTERNAL",
+                client_order_id=cid,
+                symbol=venue_order.symbol,
+            )
             await self._adopt(venue_order)
             return
         order, _ = found
@@ -158,7 +165,8 @@ class Reconciler:
         order.exchange_order_id = venue_order.id
         executor.orders[cid] = order
         self.report.taken_back += 1
-        log.warning("journal said finished, venue says open: order taken back", client_order_id=cid)
+        # The journal only ever lags the venue; one that ran ahead of it is a defect to look at.
+        log.error("journal said finished, venue says open: order taken back", client_order_id=cid)
 
     async def _adopt(self, venue_order: Order) -> None:
         executor = self.executor

@@ -114,7 +114,11 @@ log = get_logger("huracan.features.live_step")
 
 
 def windows_source_hash() -> str:
-    return hashlib.sha256(Path(live_windows.__file__).read_bytes()).hexdigest()
+    """ "" where the source cannot be read (an install without .py files): no cache then."""
+    try:
+        return hashlib.sha256(Path(live_windows.__file__).read_bytes()).hexdigest()
+    except OSError:
+        return ""
 
 
 _cache_usable = windows_source_hash() == WINDOWS_SHA256
@@ -371,6 +375,13 @@ def live_step(
     bars [S, 6, W] as Ohlcv.bars (NaN before a symbol's data start), symbol s's newest bar at
     bars[s, :, last[s]]; its windows reach 288 bars back, so last[s] >= 288. A buffer of
     WARMUP_BARS bars (last = WARMUP_BARS - 1) gives market_kernel's windows exactly."""
+    # The compiled code does not check bounds: shapes are checked here, once.
+    n, fields, _ = bars.shape
+    expected = {"emas": (n, 11), "macd_signal": (n, 1), "vol_history": (n, 287), "rows": (n, 70)}
+    given = {"emas": emas.shape, "macd_signal": macd_signal.shape, "vol_history": vol_history.shape}
+    given["rows"] = rows.shape
+    if fields != 6 or last.shape != (n,) or advance.shape != (n,) or given != expected:
+        raise ValueError(f"live_step: bars {bars.shape}, last {last.shape}, advance {advance.shape}, {given}")
     cost = (float(taker_fee_bps), float(half_spread_bps), float(slippage_bps))
     log_close = np.log(bars[:, 3, :])
     derived = np.empty((DERIVED_ROWS, bars.shape[2]))

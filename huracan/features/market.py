@@ -398,7 +398,3 @@ def regime_names(rows: Array) -> list[str]:
     known = np.isfinite(codes).all(axis=1) & (np.nan_to_num(codes).max(axis=1) > 0)
     best = np.nan_to_num(codes, nan=-1.0).argmax(axis=1)
     return [REGIMES[b] if k else "unknown" for b, k in zip(best.tolist(), known.tolist(), strict=True)]
-
-
-def regime_name(row: Array) -> str:
-    return regime_names(row[None, :])[0]

@@ -57,7 +57,8 @@ MASK_TABLE = _mask_table()
 
 def action_masks(has_position: torch.Tensor) -> torch.Tensor:
     """[..., ACTION_COUNT] bool: the actions valid in each position state (flat: wait or enter;
-    long: exit or hold), for live inference; the env builds the same from the same rule."""
+    long: exit or hold); the env builds the same from the same rule, and live decisions index
+    MASK_TABLE itself (huracan/agent/runner.py)."""
     return MASK_TABLE.to(has_position.device)[has_position.long()]
 
 

@@ -144,7 +144,11 @@ def verify(url: str, dsn: str, env: dict[str, str]) -> dict[str, Any]:
         check=False,
     )
     lines = [line for line in checked.stdout.splitlines() if line.startswith("{")]
-    return json.loads(lines[-1]) if lines else {"error": checked.stderr[-2000:]}
+    result: dict[str, Any] = json.loads(lines[-1]) if lines else {}
+    # Only a checker that ran to its end gives a verdict; a crash prints its progress lines.
+    if checked.returncode not in (0, 1) or "problems" not in result:
+        return {"error": f"checker exit {checked.returncode}: {checked.stderr[-2000:]}"}
+    return result
 
 
 # --- stack mode -----------------------------------------------------------------------------------

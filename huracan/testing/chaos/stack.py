@@ -56,7 +56,16 @@ async def worker(
             gate.reconciled = True
             print(json.dumps({"reconciled": True, "working": len(executor.orders)}), flush=True)
             if verify:
-                return await verify_against_venue(adapter, pool, service, adapter.exchange_id)
+                checked = await verify_against_venue(adapter, pool, service, adapter.exchange_id)
+                # The checker's own reconciliation must have had nothing to repair: an order of
+                # ours the journal never wrote, or one it closed too early, is a finding.
+                report = service.reconciler.report
+                if report.adopted or report.taken_back:
+                    checked["problems"].append(
+                        f"reconciliation repaired the journal: {report.adopted} adopted, "
+                        f"{report.taken_back} taken back"
+                    )
+                return checked
             for step in range(steps):
                 symbol = rng.choice(SYMBOLS)
                 try:
