@@ -18,11 +18,13 @@ from huracan.agent.models import Challenger, ModelSlots
 from huracan.agent.performance import PerformanceRecorder
 from huracan.agent.positions import NoPatternMemory, PositionSnapshot
 from huracan.agent.runner import PolicyRunner
+from huracan.config import HuracanConfig
 from huracan.config.settings import BUNDLED_CANDLES_DIR
 from huracan.core.bus import Topic
 from huracan.core.candle import CandleSeries
 from huracan.core.events import CandleClosed
-from huracan.core.intents import AgentAction, OrderIntent
+from huracan.core.intents import AgentAction, BarDecided, OrderIntent
+from huracan.daemon.service import Liveness, RunningConfig, ServiceContext
 from huracan.features.market import WARMUP_BARS, CostAssumptions
 from huracan.features.normaliser import RunningNormaliser
 from huracan.features.schema import MARKET_WIDTH, STATE_SCHEMA
@@ -286,3 +288,29 @@ def test_a_model_of_another_schema_or_shape_is_refused(normaliser_state: dict[st
     weights["policy_head.bias"][0] = float("nan")
     with pytest.raises(CheckpointError, match="NaN"):
         PolicyRunner(replace(good, policy_state=weights), "m-nan")
+
+
+async def test_a_failed_decision_still_releases_the_bar_and_the_paper_books_take_it(
+    series: dict[str, CandleSeries], normaliser_state: dict[str, object]
+) -> None:
+    # The trading task waits for each bar's marker and the paper books fill at the next open:
+    # neither may hang on a decision step that raised.
+    slots = Slots(SYMBOLS)
+    slots.champion = PolicyRunner(biased_model(normaliser_state, AgentAction.DO_NOTHING), "m-broken")
+    svc = service(slots)
+    svc.primed = True
+    ctx = ServiceContext("decide", RunningConfig(HuracanConfig()), asyncio.Event(), Liveness())
+    evs = events(series)
+    for e in evs[:-1]:
+        await svc.on_bar(e, ctx)
+    while not svc.intents.empty():
+        svc.intents.get_nowait()
+
+    def broken(*_args: object, **_kwargs: object) -> None:
+        raise RuntimeError("planted")
+
+    slots.champion.decide = broken  # type: ignore[method-assign,assignment]
+    with pytest.raises(RuntimeError, match="planted"):
+        await svc.on_bar(evs[-1], ctx)
+    assert svc.intents.get_nowait() == BarDecided(evs[-1].open_time_ms)
+    assert svc.books["m-broken"].bars == len(evs)  # the failed bar too

@@ -163,7 +163,10 @@ class DecisionService:
             # failed, so a crash here cannot hold the bar stream (replay) or the exits (live).
             if not self.intents.full():
                 self.intents.put_nowait(decided[0])
-            self.settle_paper(event, [])  # and the paper books still take the bar
+            try:
+                self.settle_paper(event, [])  # and the paper books still take the bar
+            except Exception:  # the first error is the one to raise
+                log.exception("paper books could not take the bar")
             raise
         for item in decided:
             if not stopping:
