@@ -250,3 +250,31 @@ async def test_a_position_opened_by_a_restored_maker_entrys_replacement_survives
         await service.executor.flush()  # raised JournalWriteFailed (a second open position)
     assert assessment is not None
     assert not assessment.allowed
+
+
+async def test_the_balance_check_reads_the_journal_after_syncing_and_skips_symbols_still_working(
+    emulator: RunningEmulator, db_pool: asyncpg.Pool
+) -> None:
+    # Found by make chaos: a periodic check read the venue's balance after a fill the journal
+    # had not synced yet, and reported a difference that was only lag.
+    clock = SteppedClock(emulator.now_ms)
+    service, adapter = await stack(emulator, db_pool, clock)
+    report = service.reconciler.report
+    async with adapter:
+        price = await start_trading(service, adapter)
+        await service.gate.handle(entry("BTC/USDT", price))  # filled on the venue at once ...
+        assert await db_pool.fetchval("SELECT count(*) FROM fills") == 0  # ... not yet synced
+        await service.reconciler.check_balances()
+        after_lag = report.balance_mismatches
+        emulator.engine.balance("ETH").free += Decimal("0.5")  # coins someone else put there
+        service.gate.maker_entries = True  # an ETH entry rests below the market: still working
+        await service.gate.handle(entry("ETH/USDT", (await adapter.fetch_ticker("ETH/USDT")).last))
+        await service.reconciler.check_balances()
+        while_working = report.balance_mismatches
+        (resting,) = list(service.executor.orders.values())
+        await service.executor.cancel(resting, "test")
+        await service.reconciler.check_balances()
+        at_rest = report.balance_mismatches
+    assert after_lag == 0  # synced before comparing: no false alarm
+    assert while_working == 0  # ETH has a working order: not compared yet
+    assert at_rest == 1  # and once it rests, the foreign coins are reported

@@ -228,17 +228,26 @@ class Reconciler:
         """Base balances against the journal's ledger: what our fills left on the venue, the
         dust of closed positions (less than a lot step each, which the book writes off)
         included. Differences are reported, not traded away: coins the trader holds beside
-        Huracan are theirs."""
+        Huracan are theirs.
+
+        The journal lags the venue by the fills not yet synced or written: the working orders
+        are synced and written first, and a symbol with an order still working (a fill may
+        land between the two reads) is left for a later check."""
         executor = self.executor
         try:
+            await executor.sync()
+            await executor.flush()
             balances = await executor.venue.fetch_balances()
         except ExchangeError as exc:
             log.warning("balance check failed", error=str(exc))
             return
+        working = {o.symbol for o in executor.orders.values()}
         ledger = await executor.journal.net_base_by_symbol(
             {s: executor.markets[s].base for s in self.symbols}
         )
         for symbol in self.symbols:
+            if symbol in working:
+                continue
             rules = executor.markets[symbol]
             held = balances[rules.base].total if rules.base in balances else Decimal(0)
             expected = ledger.get(symbol, Decimal(0))
