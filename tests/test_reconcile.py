@@ -252,7 +252,7 @@ async def test_a_position_opened_by_a_restored_maker_entrys_replacement_survives
     assert not assessment.allowed
 
 
-async def test_the_balance_check_reads_the_journal_after_syncing_and_skips_symbols_still_working(
+async def test_the_balance_check_skips_symbols_whose_orders_are_still_working(
     emulator: RunningEmulator, db_pool: asyncpg.Pool
 ) -> None:
     # Found by make chaos: a periodic check read the venue's balance after a fill the journal
@@ -275,6 +275,6 @@ async def test_the_balance_check_reads_the_journal_after_syncing_and_skips_symbo
         await service.executor.cancel(resting, "test")
         await service.reconciler.check_balances()
         at_rest = report.balance_mismatches
-    assert after_lag == 0  # synced before comparing: no false alarm
+    assert after_lag == 0  # the unsynced order is still working: no false alarm
     assert while_working == 0  # ETH has a working order: not compared yet
     assert at_rest == 1  # and once it rests, the foreign coins are reported

@@ -230,12 +230,11 @@ class Reconciler:
         included. Differences are reported, not traded away: coins the trader holds beside
         Huracan are theirs.
 
-        The journal lags the venue by the fills not yet synced or written: the working orders
-        are synced and written first, and a symbol with an order still working (a fill may
-        land between the two reads) is left for a later check."""
+        The journal lags the venue by the fills not yet synced or written. An order stays
+        working until its fills are recorded, so a symbol with an order still working is left
+        for a later check, and the fills of finished orders are written first."""
         executor = self.executor
         try:
-            await executor.sync()
             await executor.flush()
             balances = await executor.venue.fetch_balances()
         except ExchangeError as exc:

@@ -52,26 +52,24 @@ def chaos_data_dir(target: Path, rows: int | None = 3000) -> Path:
     return target
 
 
-async def venue_orders(client: Any, symbol: str) -> list[dict[str, Any]]:
-    """Every order of `symbol` on the venue, page by page (an answer holds at most PAGE)."""
+async def _every(fetch: Any, symbol: str, from_param: str) -> list[dict[str, Any]]:
+    """Every record of `symbol` that `fetch` pages through by id (an answer holds at most PAGE)."""
     found: list[dict[str, Any]] = []
     while True:
-        params = {"orderId": int(found[-1]["id"]) + 1} if found else {"orderId": 0}
-        page = await client.fetch_orders(symbol, None, PAGE, params)
+        page = await fetch(symbol, None, PAGE, {from_param: int(found[-1]["id"]) + 1 if found else 0})
         found.extend(page)
         if len(page) < PAGE:
             return found
+
+
+async def venue_orders(client: Any, symbol: str) -> list[dict[str, Any]]:
+    """Every order of `symbol` on the venue."""
+    return await _every(client.fetch_orders, symbol, "orderId")
 
 
 async def venue_trades(client: Any, symbol: str) -> list[dict[str, Any]]:
-    """Every trade of ours in `symbol` on the venue, page by page."""
-    found: list[dict[str, Any]] = []
-    while True:
-        params = {"fromId": int(found[-1]["id"]) + 1} if found else {"fromId": 0}
-        page = await client.fetch_my_trades(symbol, None, PAGE, params)
-        found.extend(page)
-        if len(page) < PAGE:
-            return found
+    """Every trade of ours in `symbol` on the venue."""
+    return await _every(client.fetch_my_trades, symbol, "fromId")
 
 
 async def verify_against_venue(
