@@ -3,11 +3,12 @@ pattern library's index (huracan/memory/pattern_index.py) against exact brute fo
 (the reference), and the index's recall of the exact 20. Goal: p99 <= 1 ms.
 
 The vectors are real market states: the 70 market features of real 5m candles up to 2022 (the
-bundled files, and ../shared/data/candles' 5m files where present), normalised as the agent's
-are and projected on their 16 leading principal components; the patterns and the queries are
-disjoint random draws of those states. Prints a table, then one JSON line.
+bundled files, and ../shared/data/candles' 5m files where present), embedded as the pattern
+library embeds a trade's entry state (huracan/memory/embedding.py, the committed 16-number
+basis); the patterns and the queries are disjoint random draws of those states. Prints a
+table, then one JSON line.
 
-    .venv/bin/python bench/patterns.py [--patterns N] [--queries Q] [--dim D] [--probe P]
+    .venv/bin/python bench/patterns.py [--patterns N] [--queries Q] [--probe P]
 """
 
 from __future__ import annotations
@@ -23,9 +24,8 @@ import orjson
 
 from huracan.config.settings import BUNDLED_CANDLES_DIR
 from huracan.features.market import Ohlcv, compute_market_features
-from huracan.features.normaliser import RunningNormaliser
-from huracan.features.schema import MARKET_WIDTH
 from huracan.market.candle_files import find_candle_files, read_candle_file
+from huracan.memory.embedding import EMBEDDING_DIM, EntryEmbedder
 from huracan.memory.pattern_index import PatternIndex
 
 GOAL_P99_MS = 1.0
@@ -58,16 +58,6 @@ def market_states(wanted: int) -> np.ndarray:
     return states
 
 
-def embed(states: np.ndarray, dim: int) -> np.ndarray:
-    normaliser = RunningNormaliser(MARKET_WIDTH)
-    normaliser.update(states)
-    scaled = normaliser.normalise(states).astype(np.float64)
-    centred = scaled - scaled.mean(axis=0)
-    _, _, components = np.linalg.svd(centred[:: max(1, len(centred) // 20_000)], full_matrices=False)
-    projected: np.ndarray = (centred @ components[:dim].T).astype(np.float32)
-    return projected
-
-
 def exact(vectors: np.ndarray, norms: np.ndarray, query: np.ndarray) -> np.ndarray:
     """The reference: every distance, then the k smallest."""
     squared = norms - 2.0 * (vectors @ query) + float(query @ query)
@@ -80,15 +70,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--patterns", type=int, default=100_000)
     parser.add_argument("--queries", type=int, default=2_000)
-    parser.add_argument("--dim", type=int, default=16)
     parser.add_argument("--probe", type=int, default=16, help="cells searched per query (of 256)")
     args = parser.parse_args()
-    vectors = embed(market_states(args.patterns + args.queries), args.dim)
+    vectors = EntryEmbedder.default().embed(market_states(args.patterns + args.queries))
     rng = np.random.default_rng(0)
     order = rng.permutation(len(vectors))
     patterns, queries = vectors[order[: args.patterns]], vectors[order[args.patterns :][: args.queries]]
     started = time.perf_counter()
-    index = PatternIndex(args.dim, probe=args.probe)
+    index = PatternIndex(EMBEDDING_DIM, probe=args.probe)
     index.build(np.arange(args.patterns), patterns)
     build_s = time.perf_counter() - started
     norms = (patterns * patterns).sum(axis=1)
@@ -105,7 +94,8 @@ def main() -> None:
     p_ours = np.percentile(np.array(ours) * 1e3, [50, 99])
     p_ref = np.percentile(np.array(theirs) * 1e3, [50, 99])
     print(
-        f"k={K} over {args.patterns:,} patterns of {args.dim} numbers (real market states, PCA), "
+        f"k={K} over {args.patterns:,} patterns of {EMBEDDING_DIM} numbers (real market states, "
+        "entry embedding), "
         f"{args.queries:,} queries; index: {index.cells} cells, {index.probe} probed; built in {build_s:.1f} s"
     )
     print(f"{'figure':<10}{'exact (reference)':>20}{'index':>10}{'ratio':>8}")
@@ -119,7 +109,7 @@ def main() -> None:
         "bench": "patterns",
         "patterns": args.patterns,
         "queries": args.queries,
-        "dim": args.dim,
+        "dim": EMBEDDING_DIM,
         "k": K,
         "p50_ms": round(float(p_ours[0]), 4),
         "p99_ms": round(float(p_ours[1]), 4),

@@ -81,6 +81,7 @@ class PatternIndex:
         self.centroids: F32 | None = None
         self._vectors = np.empty((0, dim), dtype=np.float32)  # sorted by cell
         self._norms = np.empty(0, dtype=np.float32)  # their squared norms
+        self._augmented = np.empty((0, dim + 1), dtype=np.float32)  # vectors, then -norms / 2
         self._ids = np.empty(0, dtype=np.int64)
         self._offsets = np.zeros(cells + 1, dtype=np.int64)  # cell c: [offsets[c], offsets[c+1])
         self._tail: list[tuple[int, F32]] = []
@@ -129,6 +130,57 @@ class PatternIndex:
         order = np.argsort(squared, kind="stable")
         return Neighbours(ids[order], np.sqrt(np.maximum(squared[order], 0.0)).astype(np.float32))
 
+    def search_many(self, queries: npt.ArrayLike, k: int) -> tuple[I64, F32]:
+        """The k nearest of each query [Q, dim] at once: ids [Q, k] and distances [Q, k], nearest
+        first. A row with fewer than k found (a small index, or probed cells holding fewer) is
+        padded with id -1 at distance +inf. The neighbours `search` finds query by query (up to
+        rounding in near ties), cheaper: the centroid and tail distances are one product for all
+        queries, and a cell costs one product [cell, dim + 1] x [dim + 1] on vectors stored with
+        -|v|^2 / 2 appended (|v - q|^2 = |q|^2 - 2 (v.q - |v|^2 / 2): rank by the product)."""
+        if k < 1:
+            raise ValueError(f"pattern index: k {k} must be >= 1")
+        q = self._checked(queries)
+        n_queries = len(q)
+        ids_out = np.full((n_queries, k), -1, dtype=np.int64)
+        distances_out = np.full((n_queries, k), np.inf, dtype=np.float32)
+        if not len(self) or not n_queries:
+            return ids_out, distances_out
+        augmented_q = np.hstack([q, np.ones((n_queries, 1), dtype=np.float32)])
+        q_norms = (q * q).sum(axis=1)
+        if self._tail:
+            tail = np.stack([v for _, v in self._tail])
+            tail_ids = np.fromiter((i for i, _ in self._tail), np.int64, len(self._tail))
+            tail_scores = np.hstack([tail, -0.5 * (tail * tail).sum(axis=1)[:, None]]) @ augmented_q.T
+        ranges: list[list[tuple[int, int]]] = [[] for _ in range(n_queries)]
+        if len(self._ids) and self.centroids is not None and self.probe < self.cells:
+            probed = np.argpartition(_squared(q, self.centroids), self.probe - 1, axis=1)[:, : self.probe]
+            starts, ends = self._offsets[probed].tolist(), self._offsets[probed + 1].tolist()
+            ranges = [
+                [(a, b) for a, b in zip(s, e, strict=True) if b > a]
+                for s, e in zip(starts, ends, strict=True)
+            ]
+        elif len(self._ids):
+            ranges = [[(0, len(self._ids))] for _ in range(n_queries)]
+        for row in range(n_queries):
+            aq = augmented_q[row]
+            scores = [self._augmented[a:b] @ aq for a, b in ranges[row]]
+            ids = [self._ids[a:b] for a, b in ranges[row]]
+            if self._tail:
+                scores.append(tail_scores[:, row])
+                ids.append(tail_ids)
+            if not scores:
+                continue
+            score = np.concatenate(scores) if len(scores) > 1 else scores[0]
+            found_ids = np.concatenate(ids) if len(ids) > 1 else ids[0]
+            if len(score) > k:
+                keep = np.argpartition(-score, k - 1)[:k]
+                score, found_ids = score[keep], found_ids[keep]
+            order = np.argsort(-score, kind="stable")
+            found = len(order)
+            ids_out[row, :found] = found_ids[order]
+            distances_out[row, :found] = np.sqrt(np.maximum(q_norms[row] - 2.0 * score[order], 0.0))
+        return ids_out, distances_out
+
     def _candidates(self, q: F32) -> list[tuple[I64, Floats]]:
         """(ids, squared distances) of the sorted vectors in the query's nearest cells."""
         if not len(self._ids):
@@ -164,6 +216,7 @@ class PatternIndex:
             counts = np.bincount(assignment, minlength=self.cells)
         self._vectors = np.ascontiguousarray(vectors[order])
         self._norms = (self._vectors * self._vectors).sum(axis=1)
+        self._augmented = np.hstack([self._vectors, -0.5 * self._norms[:, None]])  # for search_many
         self._ids = ids[order]
         self._offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
 
