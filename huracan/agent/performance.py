@@ -3,7 +3,16 @@
 Trades accumulate in memory and are flushed as increments (a flush adds to the day's row, it
 never replaces it), so a restart or a second flush neither loses nor double-counts a trade.
 Money: each symbol's paper account stands for `equity_quote` of the quote currency, and the
-account currency is reached with the configured rate (risk.quote_to_account_rate).
+account currency is reached with the configured rate (risk.quote_to_account_rate). Gross profit
+and gross loss are the sums of the winning and (as a positive number) the losing trades' PnL.
+
+In the same transaction as the increments, every touched version's rows get their risk metrics
+(sharpe, sortino, calmar, max_drawdown_pct, profit_factor) recomputed from the stored rows by
+huracan.analysis.performance, over the version's paper equity: `equity_quote` x `symbols`, the
+accounts of all the symbols it trades. Read from the table, not from memory, so they stay right
+across restarts; one SELECT and one executemany UPDATE (of the rows whose figures changed),
+whatever the number of days. Each day's figures come from its whole prefix, so the Python work
+grows with the square of a version's days: about 30 ms for a year of them, 0.2 s for three.
 """
 
 from __future__ import annotations
@@ -16,6 +25,11 @@ from decimal import Decimal
 import asyncpg
 
 from huracan.agent.paper import PaperTrade
+from huracan.analysis.performance import daily_metrics
+
+# pg_advisory_xact_lock key, the bytes of "huracanP" as a big-endian bigint: flushes take turns,
+# so a flush's metrics are never computed from rows that another flush is still adding to.
+PERFORMANCE_LOCK_KEY = int.from_bytes(b"huracanP", "big")
 
 
 @dataclass(slots=True)
@@ -26,6 +40,8 @@ class DayTally:
     pnl: float = 0.0  # fractions of one symbol account's equity
     fees: float = 0.0
     profit_bps_sum: float = 0.0
+    gross_profit: float = 0.0  # same unit, the winning trades' PnL
+    gross_loss: float = 0.0  # same unit, the losing trades' PnL as a positive number
 
     def add(self, trade: PaperTrade) -> None:
         self.trades += 1
@@ -34,13 +50,16 @@ class DayTally:
         self.pnl += trade.pnl
         self.fees += trade.fees
         self.profit_bps_sum += trade.profit_bps
+        self.gross_profit += max(trade.pnl, 0.0)
+        self.gross_loss += max(-trade.pnl, 0.0)
 
 
 UPSERT = """
 INSERT INTO model_performance AS p
-    (model_version, day, trades, wins, losses, win_rate, pnl_quote, pnl_account, fees_quote, avg_profit_bps)
+    (model_version, day, trades, wins, losses, win_rate, pnl_quote, pnl_account, fees_quote, avg_profit_bps,
+     gross_profit_quote, gross_loss_quote)
 VALUES ($1, $2, $3::integer, $4::integer, $5::integer, $4::integer::double precision / $3::integer,
-        $6::numeric, $7::numeric, $8::numeric, $9::double precision / $3::integer)
+        $6::numeric, $7::numeric, $8::numeric, $9::double precision / $3::integer, $10::numeric, $11::numeric)
 ON CONFLICT (model_version, day) DO UPDATE SET
     trades = p.trades + EXCLUDED.trades,
     wins = p.wins + EXCLUDED.wins,
@@ -51,14 +70,33 @@ ON CONFLICT (model_version, day) DO UPDATE SET
     fees_quote = p.fees_quote + EXCLUDED.fees_quote,
     avg_profit_bps = (coalesce(p.avg_profit_bps, 0) * p.trades + $9::double precision)
         / (p.trades + EXCLUDED.trades),
+    gross_profit_quote = p.gross_profit_quote + EXCLUDED.gross_profit_quote,
+    gross_loss_quote = p.gross_loss_quote + EXCLUDED.gross_loss_quote,
     updated_at = now()
 """
 
+SERIES = """
+SELECT model_version, day, pnl_quote, gross_profit_quote, gross_loss_quote,
+       sharpe, sortino, calmar, max_drawdown_pct, profit_factor
+FROM model_performance WHERE model_version = ANY($1::text[]) ORDER BY model_version, day
+"""
+
+SET_METRICS = """
+UPDATE model_performance SET sharpe = $3, sortino = $4, calmar = $5, max_drawdown_pct = $6,
+    profit_factor = $7, updated_at = now()
+WHERE model_version = $1 AND day = $2
+"""
+
+METRIC_COLUMNS = ("sharpe", "sortino", "calmar", "max_drawdown_pct", "profit_factor")
+
 
 class PerformanceRecorder:
-    def __init__(self, equity_quote: Decimal, quote_to_account: Decimal) -> None:
+    def __init__(self, equity_quote: Decimal, quote_to_account: Decimal, symbols: int = 1) -> None:
+        if symbols < 1:
+            raise ValueError(f"a model version trades at least one symbol, got symbols={symbols}")
         self.equity_quote = equity_quote
         self.quote_to_account = quote_to_account
+        self.symbols = symbols
         self.pending: dict[tuple[str, date], DayTally] = {}
         self.totals: dict[str, DayTally] = {}
 
@@ -87,6 +125,8 @@ class PerformanceRecorder:
                 (self.quote(t.pnl) * self.quote_to_account).quantize(Decimal("1e-8")),
                 self.quote(t.fees),
                 t.profit_bps_sum,
+                self.quote(t.gross_profit),
+                self.quote(t.gross_loss),
             )
             for (version, day), t in batch.items()
         ]
@@ -94,7 +134,9 @@ class PerformanceRecorder:
         try:
             async with pool.acquire() as conn:
                 async with conn.transaction():
+                    await conn.execute("SELECT pg_advisory_xact_lock($1)", PERFORMANCE_LOCK_KEY)
                     await conn.executemany(UPSERT, rows)
+                    await self._set_metrics(conn, sorted({version for version, _ in batch}))
                 committed = True
         except BaseException:
             if committed:  # failed after COMMIT (releasing the connection): written, not again
@@ -106,6 +148,29 @@ class PerformanceRecorder:
                     setattr(merged, name, getattr(merged, name) + getattr(tally, name))
             raise
         return len(rows)
+
+    async def _set_metrics(self, conn: asyncpg.Connection, versions: list[str]) -> None:
+        """Recompute the metric columns of every row of `versions`; write the ones that differ."""
+        by_version: dict[str, list[asyncpg.Record]] = {}
+        for row in await conn.fetch(SERIES, versions):
+            by_version.setdefault(row["model_version"], []).append(row)
+        equity = self.equity_quote * self.symbols
+        updates = []
+        for version, rows in by_version.items():
+            metrics = daily_metrics(
+                [r["day"] for r in rows],
+                [r["pnl_quote"] for r in rows],
+                [r["gross_profit_quote"] for r in rows],
+                [r["gross_loss_quote"] for r in rows],
+                equity,
+            )
+            for row, m in zip(rows, metrics, strict=True):
+                # Exact comparison: the same stored inputs give the same floats, so an unchanged
+                # row is left alone (no write, no new row version) and a changed one is rewritten.
+                if tuple(row[c] for c in METRIC_COLUMNS) != m.columns():
+                    updates.append((version, m.day, *m.columns()))
+        if updates:
+            await conn.executemany(SET_METRICS, updates)
 
     def summary(self) -> str:
         parts = []
