@@ -192,10 +192,25 @@ class ExecutionSettings(Section):
     client_order_prefix: str = Field("hur", pattern=r"^[a-zA-Z0-9]{1,16}$")
 
 
+PostExitHours = Literal[1, 4, 24]
+POST_EXIT_HOURS: tuple[PostExitHours, ...] = (1, 4, 24)
+
+
 class MemorySettings(Section):
     pattern_neighbours: int = Field(20, ge=1, le=1000)
-    post_exit_horizons_h: list[Annotated[int, Field(gt=0)]] = Field(default_factory=lambda: [1, 4, 24])
+    # The tracker's horizons are the schema's (post_exit_tracking.horizon); 4 h is the one the
+    # analyzers wait for, so it cannot be left out.
+    post_exit_horizons_h: list[PostExitHours] = Field(default_factory=lambda: list(POST_EXIT_HOURS))
     write_batch_size: int = Field(500, ge=1)
+    # How often the learning task looks for closed trades to learn from and horizons to track.
+    learning_interval_s: PositiveSeconds = 5.0
+
+    @field_validator("post_exit_horizons_h")
+    @classmethod
+    def _analysis_horizon_tracked(cls, hours: list[int]) -> list[int]:
+        if 4 not in hours:
+            raise ValueError("must include 4: the win and loss analyzers judge a trade 4 h after its exit")
+        return sorted(set(hours))
 
 
 class MonitoringSettings(Section):

@@ -14,7 +14,7 @@ import asyncpg
 from huracan.agent.decide import DecisionService
 from huracan.agent.models import ModelSlots
 from huracan.agent.performance import PerformanceRecorder
-from huracan.agent.positions import NoPatternMemory
+from huracan.analysis.learning import LearningService
 from huracan.config import HuracanConfig
 from huracan.core.bus import Topic
 from huracan.core.clock import Clock, WallClock
@@ -40,6 +40,9 @@ from huracan.features.market import CostAssumptions
 from huracan.market.ingest import CandleIngest, IngestPlan
 from huracan.market.universe import check_universe
 from huracan.memory.candles import CandleStore
+from huracan.memory.embedding import EntryEmbedder
+from huracan.memory.learning_store import LearningStore
+from huracan.memory.setups import NearestSetups
 from huracan.risk.gate import RiskGate
 from huracan.risk.manager import RiskManager
 from huracan.risk.rates import TickerSource, single_quote
@@ -115,8 +118,9 @@ def trading_services(
     now_ms: Callable[[], int],
     rates: TickerSource | None = None,
 ) -> list[Service]:
-    """The decision step on the bars `ingest` publishes, and the trading task (the risk gate
-    over the intent queue, the executor, the position book) that trades its intents."""
+    """The decision step on the bars `ingest` publishes, the trading task (the risk gate over
+    the intent queue, the executor, the position book) that trades its intents, and the
+    learning task that folds the closed trades into the pattern memory the decision step reads."""
     config = deps.config
     execution = config.execution
     rate = config.risk.quote_to_account_rate
@@ -136,6 +140,19 @@ def trading_services(
         intents=intents,
         rates=rates,
     )
+    embedder = EntryEmbedder.default()
+    setups = NearestSetups(embedder, k=config.memory.pattern_neighbours)
+    learning = LearningService(
+        LearningStore(deps.pool, exchange=ingest.source.exchange_id),
+        store,
+        setups,
+        timeframe=ingest.plan.timeframe,
+        horizons=[f"{h}h" for h in config.memory.post_exit_horizons_h],
+        neighbours=config.memory.pattern_neighbours,
+        batch=config.memory.write_batch_size,
+        embedder=embedder,
+        upstream_stopped=trading.stopped,
+    )
     decide = DecisionService(
         exchange_id=ingest.source.exchange_id,
         symbols=ingest.plan.symbols,
@@ -144,7 +161,7 @@ def trading_services(
         store=store,
         models=ModelSlots(ModelRegistry(deps.pool, model_dir_of(config)), ingest.plan.symbols, bars_per_day),
         positions=trading.executor.book,
-        patterns=NoPatternMemory(),
+        patterns=setups,
         intents=intents,
         cost=CostAssumptions(
             taker_fee_bps=execution.taker_fee_bps,
@@ -158,10 +175,14 @@ def trading_services(
             bars_per_day=bars_per_day,
         ),
         # Each symbol's paper account stands for the per-symbol position cap, in quote currency.
-        recorder=PerformanceRecorder(equity_quote=config.risk.position_cap / rate, quote_to_account=rate),
+        recorder=PerformanceRecorder(
+            equity_quote=config.risk.position_cap / rate,
+            quote_to_account=rate,
+            symbols=len(ingest.plan.symbols),
+        ),
         positions_ready=trading.positions_ready,
     )
-    return [decide, trading]
+    return [decide, trading, learning]
 
 
 def build_trading(

@@ -84,6 +84,9 @@ class TradingService:
         self.marked_through = -1
         self._marked = asyncio.Condition()
         self.bars = 0
+        # Set once a run has stopped and written what it had: the learning task's last pass
+        # waits for it, so the trades closed at the end are learned too.
+        self.stopped = asyncio.Event()
 
     async def positions_ready(self, open_time_ms: int) -> None:
         """For the decision step: returns once the book has taken bar `open_time_ms`."""
@@ -91,6 +94,7 @@ class TradingService:
             await self._marked.wait_for(lambda: self.marked_through >= open_time_ms)
 
     async def run(self, ctx: ServiceContext) -> None:
+        self.stopped.clear()
         executor = self.executor
         # A restart of this task (the supervisor runs it again after a crash) starts from the
         # journal, like a restart of the process: nothing held in memory is trusted twice.
@@ -153,6 +157,7 @@ class TradingService:
             except Exception:
                 # The venue still knows what was not written: start-up reconciliation finds it.
                 log.exception("journal writes left unwritten at stop")
+            self.stopped.set()
 
     async def _refresh_rate(self) -> None:
         if self.rates is None or not self.executor.markets:

@@ -1,0 +1,353 @@
+"""The learning task: every closed trade is embedded and folded into a pattern, followed 1 h,
+4 h and 24 h after its exit, and explained (win or loss analysis) once its 4 h are known.
+
+The thin shell around pure parts: the embedding and the pattern library (huracan/memory),
+the post-exit computation and the analyzers (huracan/analysis). Each pass reads its work from
+the tables (huracan/memory/learning_store.py), so a restart resumes where the last process
+stopped; at start-up the in-process library and the nearest-setups view the agent reads are
+rebuilt from the stored trades. Horizons are judged on stored candles, not on a clock: a
+horizon is tracked once the bars covering it are in the database, in replay as live.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from huracan.analysis.attribution import SimilarSetups
+from huracan.analysis.losses import analyze_loss
+from huracan.analysis.post_exit import PostExit, favourable_bps, horizon_covered, track_post_exit
+from huracan.analysis.trades import ANALYSIS_HORIZON, HORIZONS, TradeFacts
+from huracan.analysis.wins import analyze_win
+from huracan.core.candle import CandleSeries
+from huracan.core.timeframe import timeframe_ms
+from huracan.daemon.service import ServiceContext
+from huracan.features.market import WARMUP_BARS, Ohlcv, compute_market_features, regime_names
+from huracan.features.schema import MARKET_WIDTH
+from huracan.logs import get_logger
+from huracan.memory.candles import CandleStore
+from huracan.memory.embedding import EntryEmbedder
+from huracan.memory.learning_store import Learned, LearningStore
+from huracan.memory.patterns import PatternLibrary, TradeOutcome
+from huracan.memory.setups import NearestSetups
+
+log = get_logger("huracan.analysis.learning")
+
+DAY_MS = 86_400_000
+# At stop, how long the last pass waits for the trading task to have written its last trades.
+UPSTREAM_WAIT_S = 10.0
+
+
+@dataclass(slots=True)
+class LearningStats:
+    learned: int = 0
+    new_patterns: int = 0
+    tracked: int = 0
+    wins_analysed: int = 0
+    losses_analysed: int = 0
+    failed: int = 0
+    rebuilt_trades: int = 0
+    rebuild_s: float = 0.0
+    loss_reasons: dict[str, int] = field(default_factory=dict)
+
+
+class LearningService:
+    name = "learning"
+
+    def __init__(
+        self,
+        store: LearningStore,
+        candles: CandleStore,
+        setups: NearestSetups,
+        *,
+        timeframe: str,
+        horizons: Sequence[str] = tuple(HORIZONS),
+        neighbours: int = 20,
+        batch: int = 500,
+        embedder: EntryEmbedder | None = None,
+        library: PatternLibrary | None = None,
+        upstream_stopped: asyncio.Event | None = None,
+    ) -> None:
+        """upstream_stopped: set when the task that writes the trades (the trading task) has
+        stopped; the last pass at stop waits for it (up to UPSTREAM_WAIT_S)."""
+        self.store = store
+        self.candles = candles
+        self.setups = setups
+        self.timeframe = timeframe
+        self.step_ms = timeframe_ms(timeframe)
+        self.horizons = tuple(h for h in HORIZONS if h in horizons)
+        self.neighbours = neighbours
+        self.batch = batch
+        self.embedder = embedder if embedder is not None else EntryEmbedder.default()
+        self.library = library if library is not None else PatternLibrary()
+        self.stats = LearningStats()
+        self.upstream_stopped = upstream_stopped
+        # Trades below these ids need nothing more (tracked on every horizon, analysed).
+        self.next_track_id = 0
+        self.next_analysis_id = 0
+        # Counts for the analyzers' base win rate: every learned trade so far.
+        self.outcomes = [0, 0]  # [trades, wins]
+        # Trades whose analysis raised: logged once, retried by the next process.
+        self.failed: set[int] = set()
+
+    # --- the task ------------------------------------------------------------------------------
+    async def run(self, ctx: ServiceContext) -> None:
+        await self.rebuild()
+        while True:
+            await self.learn_pass()
+            ctx.beat()
+            if await ctx.sleep(ctx.config.current.memory.learning_interval_s):
+                break
+        # What closed during the last interval and at the stop itself (a replay's last exits).
+        if self.upstream_stopped is not None:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(UPSTREAM_WAIT_S):
+                    await self.upstream_stopped.wait()
+        await self.learn_pass()
+
+    async def rebuild(self) -> None:
+        """The library and the nearest-setups view from the stored trades and patterns."""
+        started = time.perf_counter()
+        version = self.embedder.version
+        forgotten = await self.store.forget_other_embeddings(version)
+        if forgotten:
+            log.warning("trades of another embedding basis go back to the learning queue", trades=forgotten)
+        for pattern_id, centroid in await self.store.patterns(version):
+            self.library.add_pattern(pattern_id, centroid)
+        learned = await self.store.learned(version)
+        for trade in learned:
+            outcome = TradeOutcome(
+                trade.trade_id, trade.pnl_bps, trade.hold_ms, trade.exit_time_ms, trade.pnl_bps > 0
+            )
+            self.library.record(trade.pattern_id, outcome, trade.embedding, move_centroid=False)
+            if trade.penalty is not None:
+                self.library.record_penalty(trade.pattern_id, trade.trade_id, trade.penalty)
+            if trade.best_move_bps is not None and trade.best_after_entry_ms is not None:
+                self.library.record_post_exit(
+                    trade.pattern_id, trade.trade_id, trade.best_move_bps, trade.best_after_entry_ms
+                )
+            self.outcomes[0] += 1
+            self.outcomes[1] += trade.pnl_bps > 0
+        if learned:
+            self.setups.add_trades(
+                [t.trade_id for t in learned],
+                np.stack([t.embedding for t in learned]),
+                [t.pnl_bps for t in learned],
+                [t.pnl_bps > 0 for t in learned],
+                [1.0 - (t.penalty or 0.0) for t in learned],
+            )
+        # Statistics are derived: write them once more in case the last process died between passes.
+        await self.store.save_stats([self.library.stats(p) for p in self.library.pattern_ids()])
+        self.stats.rebuilt_trades = len(learned)
+        self.stats.rebuild_s = time.perf_counter() - started
+        log.info(
+            "pattern library rebuilt",
+            patterns=len(self.library),
+            trades=len(learned),
+            seconds=round(self.stats.rebuild_s, 3),
+            embedding=version,
+        )
+
+    async def learn_pass(self) -> None:
+        newest = await self.store.max_trade_id()
+        drained = False
+        while not drained:  # batch by batch; each awaits the database, so bars go on between
+            drained = await self.learn_new()
+        await self.track()
+        await self.analyse()
+        # Below all three bounds every trade is learned, tracked to 4 h and analysed (or
+        # breakeven): later passes need not read them again.
+        bound = min(self.next_track_id, newest + 1, min(self.failed, default=newest + 1))
+        self.next_analysis_id = max(self.next_analysis_id, bound)
+
+    # --- the steps -----------------------------------------------------------------------------
+    async def learn_new(self) -> bool:
+        """Embed and assign the trades not yet in a pattern; True when the queue is empty."""
+        trades = await self.store.unlearned(self.batch)
+        if not trades:
+            return True
+        series = await self._series(trades, before_ms=WARMUP_BARS * self.step_ms, after_ms=self.step_ms)
+        embeddings = self.embedder.embed(np.stack([t.entry_features[:MARKET_WIDTH] for t in trades]))
+        regimes = self._exit_regimes(trades, series)
+        learned: list[Learned] = []
+        touched: set[int] = set()
+        for trade, embedding, exit_regime in zip(trades, embeddings, regimes, strict=True):
+            if self.library.needs_new_pattern(embedding):
+                pattern_id = await self.store.new_pattern(
+                    embedding, self.embedder.version, trade.entry_regime
+                )
+                self.library.add_pattern(pattern_id, embedding)
+                self.stats.new_patterns += 1
+            else:
+                nearest = self.library.nearest_pattern(embedding)
+                assert nearest is not None  # a library that needs no new pattern is not empty
+                pattern_id = nearest[0]
+            hold_ms = trade.exit_time_ms - trade.entry_time_ms
+            outcome = TradeOutcome(trade.trade_id, trade.pnl_bps, hold_ms, trade.exit_time_ms, trade.won)
+            self.library.record(pattern_id, outcome, embedding)
+            self.setups.add_trade(trade.trade_id, embedding, trade.pnl_bps, trade.won)
+            self.outcomes[0] += 1
+            self.outcomes[1] += trade.won
+            touched.add(pattern_id)
+            learned.append(Learned(trade.trade_id, embedding, exit_regime, pattern_id))
+        await self.store.save_learned(learned, [self.library.stats(p) for p in sorted(touched)])
+        self.stats.learned += len(learned)
+        return len(trades) < self.batch
+
+    async def track(self) -> None:
+        """Post-exit rows for every horizon whose bars are stored."""
+        newest = await self.store.max_trade_id()
+        pending = await self.store.untracked(self.next_track_id, self.horizons)
+        latest: dict[str, int | None] = {}
+        for symbol in {t.symbol for t, _ in pending}:
+            latest[symbol] = await self.store.latest_bar_ms(symbol, self.timeframe)
+        due: list[tuple[TradeFacts, list[str]]] = []
+        for trade, missing in pending:
+            covered = latest[trade.symbol]
+            ready = [
+                h
+                for h in missing
+                if covered is not None and covered + self.step_ms >= trade.exit_time_ms + HORIZONS[h]
+            ]
+            if ready:
+                due.append((trade, ready))
+        rows: list[tuple[int, PostExit]] = []
+        done: set[int] = set()
+        if due:
+            series = await self._series(
+                [t for t, _ in due], before_ms=DAY_MS, after_ms=max(HORIZONS.values())
+            )
+            wanted = {t.trade_id: len(m) for t, m in pending}
+            for trade, ready in due:
+                bars = series[trade.symbol]
+                settled = 0
+                for horizon in ready:
+                    tracked = track_post_exit(trade, bars, horizon, self.step_ms)
+                    if tracked is not None:
+                        rows.append((trade.trade_id, tracked))
+                    # Covered yet untrackable: the venue's data has a hole over the whole
+                    # window. Nothing to record, and nothing to wait for in this process.
+                    settled += tracked is not None or horizon_covered(trade, bars, horizon, self.step_ms)
+                if settled == wanted[trade.trade_id]:
+                    done.add(trade.trade_id)
+            await self.store.save_post_exit(rows)
+            self.stats.tracked += len(rows)
+        remaining = [t.trade_id for t, _ in pending if t.trade_id not in done]
+        self.next_track_id = min(remaining) if remaining else max(self.next_track_id, newest + 1)
+
+    async def analyse(self) -> None:
+        """Win and loss analyses of the learned trades whose analysis horizon is tracked."""
+        pending = [
+            (t, p)
+            for t, p in await self.store.unanalysed(self.next_analysis_id)
+            if t.trade_id not in self.failed
+        ]
+        if not pending:
+            return
+        series = await self._series(
+            [t for t, _ in pending], before_ms=DAY_MS, after_ms=HORIZONS[ANALYSIS_HORIZON]
+        )
+        touched: set[int] = set()
+        for trade, pattern_id in pending:
+            try:
+                await self._analyse_one(trade, pattern_id, series[trade.symbol])
+            except (ValueError, ArithmeticError, IndexError) as exc:
+                # A defect in the analysis of one trade must not stop learning from the others.
+                self.failed.add(trade.trade_id)
+                self.stats.failed += 1
+                log.error("trade analysis failed", trade_id=trade.trade_id, error=repr(exc))
+                continue
+            touched.add(pattern_id)
+        await self.store.save_stats([self.library.stats(p) for p in sorted(touched)])
+
+    async def _analyse_one(self, trade: TradeFacts, pattern_id: int, series: CandleSeries) -> None:
+        post = track_post_exit(trade, series, ANALYSIS_HORIZON, self.step_ms)
+        similar = await self._similar(trade)
+        if post is not None:
+            best_move = max(
+                trade.gross_move_bps, favourable_bps(trade.sign, trade.entry_price, post.best_price)
+            )
+            best_at = (
+                post.optimal_exit_time_ms if post.optimal_exit_time_ms is not None else post.best_price_at_ms
+            )
+            # Bar open times: the best bar may have opened up to a bar before the entry fill.
+            self.library.record_post_exit(
+                pattern_id, trade.trade_id, best_move, max(0, best_at - trade.entry_time_ms)
+            )
+        if trade.won:
+            base = self.outcomes[1] / self.outcomes[0] if self.outcomes[0] else 0.5
+            win = analyze_win(trade, series, post, similar, base, self.step_ms)
+            await self.store.save_win(trade.trade_id, win)
+            self.stats.wins_analysed += 1
+            return
+        loss = analyze_loss(trade, series, post, similar, self.step_ms)
+        await self.store.save_loss(trade, loss)
+        self.library.record_penalty(pattern_id, trade.trade_id, loss.confidence_penalty)
+        self.setups.set_weight(trade.trade_id, 1.0 - loss.confidence_penalty)
+        self.stats.losses_analysed += 1
+        reasons = self.stats.loss_reasons
+        reasons[loss.primary_failure_reason] = reasons.get(loss.primary_failure_reason, 0) + 1
+
+    async def _similar(self, trade: TradeFacts) -> SimilarSetups:
+        """The nearest past setups that had exited when this trade was entered (what was known)."""
+        embedding = self.embedder.embed(trade.entry_features[None, :MARKET_WIDTH])[0]
+        ids, _ = self.setups.similar(embedding, 3 * self.neighbours)
+        ids = ids[ids != trade.trade_id]
+        if len(ids) == 0:
+            return SimilarSetups.empty(MARKET_WIDTH)
+        known = (await self.store.outcomes(ids.tolist(), trade.entry_time_ms))[: self.neighbours]
+        if not known:
+            return SimilarSetups.empty(MARKET_WIDTH)
+        return SimilarSetups(
+            won=np.asarray([k[0] for k in known], dtype=bool),
+            pnl_bps=np.asarray([k[1] for k in known], dtype=np.float64),
+            features=np.asarray([k[2][:MARKET_WIDTH] for k in known], dtype=np.float64),
+        )
+
+    # --- candles -------------------------------------------------------------------------------
+    async def _series(
+        self, trades: Sequence[TradeFacts], *, before_ms: int, after_ms: int
+    ) -> dict[str, CandleSeries]:
+        """Per symbol, one read covering every trade's [entry - before, exit + after)."""
+        out: dict[str, CandleSeries] = {}
+        for symbol in sorted({t.symbol for t in trades}):
+            mine = [t for t in trades if t.symbol == symbol]
+            start = min(t.entry_time_ms for t in mine) - before_ms
+            end = max(t.exit_time_ms for t in mine) + after_ms + self.step_ms
+            out[symbol] = await self.candles.read_series(
+                self.store.exchange, symbol, self.timeframe, start, end
+            )
+            await asyncio.sleep(0)  # a long backlog must not hold the decision step up
+        return out
+
+    def _exit_regimes(
+        self, trades: Sequence[TradeFacts], series: dict[str, CandleSeries]
+    ) -> list[str | None]:
+        """The market regime of the last bar closed at each exit (None without enough bars):
+        the features of each symbol's bars computed once for the batch."""
+        features = {s: compute_market_features(Ohlcv.from_series(bars)) for s, bars in series.items()}
+        regimes: list[str | None] = []
+        for trade in trades:
+            bars = series[trade.symbol]
+            last = (
+                int(np.searchsorted(bars.open_time_ms, trade.exit_time_ms - self.step_ms, side="right")) - 1
+            )
+            name = regime_names(features[trade.symbol][last : last + 1])[0] if last >= 0 else "unknown"
+            regimes.append(None if name == "unknown" else name)
+        return regimes
+
+    def summary(self) -> str:
+        s = self.stats
+        reasons = (
+            ", ".join(f"{k} {v}" for k, v in sorted(s.loss_reasons.items(), key=lambda kv: -kv[1])) or "none"
+        )
+        return (
+            f"learning: {s.learned} trades learned into {len(self.library)} patterns ({s.new_patterns} new), "
+            f"{s.tracked} post-exit rows, {s.wins_analysed} wins and {s.losses_analysed} losses analysed "
+            f"(loss reasons: {reasons}); rebuilt {s.rebuilt_trades} trades in {s.rebuild_s:.2f} s"
+        )

@@ -1,0 +1,210 @@
+"""The learning task against a real PostgreSQL: closed trades at real BTC bars are embedded and
+put into patterns, tracked 1 h, 4 h and 24 h after their exits once the bars are stored, and
+explained; a new process rebuilds the same memory from the tables and resumes the pending work."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from decimal import Decimal
+
+import asyncpg
+import numpy as np
+import pytest
+
+from huracan.analysis.learning import LearningService
+from huracan.config.settings import BUNDLED_CANDLES_DIR
+from huracan.core.candle import CandleSeries
+from huracan.features.market import Ohlcv, compute_market_features, regime_names
+from huracan.market.candle_files import read_candle_file
+from huracan.memory.candles import CandleStore, ms_to_datetime
+from huracan.memory.embedding import EntryEmbedder
+from huracan.memory.learning_store import LearningStore
+from huracan.memory.setups import NearestSetups
+
+pytestmark = pytest.mark.db
+
+STEP = 300_000
+BTC = "BTC/USDT"
+FEE = 0.001  # per side
+
+
+@pytest.fixture(scope="module")
+def btc() -> CandleSeries:
+    return read_candle_file(BUNDLED_CANDLES_DIR / "binance_BTC-USDT_5m.csv")
+
+
+@pytest.fixture(scope="module")
+def btc_features(btc: CandleSeries) -> np.ndarray:
+    return compute_market_features(Ohlcv.from_series(btc))
+
+
+def service(pool: asyncpg.Pool) -> LearningService:
+    embedder = EntryEmbedder.default()
+    return LearningService(
+        LearningStore(pool, exchange="binance"),
+        CandleStore(pool),
+        NearestSetups(embedder, k=20),
+        timeframe="5m",
+        embedder=embedder,
+        batch=40,  # smaller than the trades: the queue is drained over several steps
+    )
+
+
+async def store_bars(pool: asyncpg.Pool, btc: CandleSeries, start: int, stop: int) -> None:
+    await CandleStore(pool).write([btc.candle(i) for i in range(start, stop)])
+
+
+async def insert_trades(
+    pool: asyncpg.Pool, btc: CandleSeries, features: np.ndarray, entries: Sequence[tuple[int, int]]
+) -> list[int]:
+    """Long trades entered at the close of bar `i` and left at the close of bar `j`."""
+    ids = []
+    for i, j in entries:
+        entry, exit_ = float(btc.close[i]), float(btc.close[j])
+        quantity = 0.01
+        fees = FEE * quantity * (entry + exit_)
+        pnl = quantity * (exit_ - entry) - fees
+        ids.append(
+            await pool.fetchval(
+                """
+                INSERT INTO trade_memory (mode, exchange, symbol, entry_time, exit_time, entry_price, exit_price,
+                    quantity, size_multiplier, pnl_quote, pnl_account, pnl_bps, fees_quote, slippage_bps,
+                    entry_features, exit_reason, entry_regime, model_version, confidence)
+                VALUES ('replay', 'binance', $1, $2, $3, $4, $5, $6, 1, $7, $7 * 0.79, $8, $9, 1.5, $10, $11, $12,
+                        'test-model', 0.6)
+                RETURNING id
+                """,
+                BTC,
+                ms_to_datetime(int(btc.open_time_ms[i]) + STEP),
+                ms_to_datetime(int(btc.open_time_ms[j]) + STEP),
+                Decimal(repr(entry)),
+                Decimal(repr(exit_)),
+                Decimal(repr(quantity)),
+                Decimal(repr(round(pnl, 8))),
+                pnl / (quantity * entry) * 10_000,
+                Decimal(repr(round(fees, 8))),
+                [*features[i].tolist(), *([0.0] * 10)],
+                "stop_loss" if exit_ < entry else "take_profit",
+                regime_names(features[i : i + 1])[0],
+            )
+        )
+    return ids
+
+
+def entries(first: int, last: int, every: int) -> list[tuple[int, int]]:
+    return [(i, i + 3 + (i // every) % 17) for i in range(first, last, every)]
+
+
+async def counts(pool: asyncpg.Pool) -> dict[str, int]:
+    tables = ("pattern_library", "post_exit_tracking", "win_analysis", "loss_analysis")
+    return {t: await pool.fetchval(f"SELECT count(*) FROM {t}") for t in tables}
+
+
+async def test_a_pass_learns_tracks_and_explains_every_closed_trade(
+    db_pool: asyncpg.Pool, btc: CandleSeries, btc_features: np.ndarray
+) -> None:
+    await store_bars(db_pool, btc, 0, 1400)
+    ids = await insert_trades(db_pool, btc, btc_features, entries(400, 1000, 7))
+    learning = service(db_pool)
+    await learning.rebuild()
+    await learning.learn_pass()
+    await learning.learn_pass()  # the 40-trade batches: the rest of the queue
+
+    assert (
+        await db_pool.fetchval(
+            "SELECT count(*) FROM trade_memory WHERE pattern_id IS NULL OR entry_embedding IS NULL OR exit_regime IS NULL"
+        )
+        == 0
+    )
+    assert len(learning.setups) == len(ids)
+    # Pattern statistics agree with their trades.
+    assert (
+        await db_pool.fetchval(
+            """
+        SELECT count(*) FROM pattern_library p
+        WHERE occurrences <> (SELECT count(*) FROM trade_memory t WHERE t.pattern_id = p.pattern_id)
+           OR wins <> (SELECT count(*) FROM trade_memory t WHERE t.pattern_id = p.pattern_id AND t.is_win)
+        """
+        )
+        == 0
+    )
+    # Bars run to 1399: a trade left at bar j has its 24 h (288 bars) once j + 288 <= 1399.
+    full = await db_pool.fetchval(
+        "SELECT count(*) FROM trade_memory t WHERE (SELECT count(*) FROM post_exit_tracking e "
+        "WHERE e.trade_id = t.id) = 3"
+    )
+    assert full == sum(1 for _, j in entries(400, 1000, 7) if j + 288 <= 1399)
+    explained = await db_pool.fetchval(
+        "SELECT (SELECT count(*) FROM win_analysis) + (SELECT count(*) FROM loss_analysis)"
+    )
+    with_4h = await db_pool.fetchval(
+        "SELECT count(*) FROM trade_memory t JOIN post_exit_tracking e ON e.trade_id = t.id AND e.horizon = '4h'"
+    )
+    assert explained == with_4h > 0
+    assert learning.stats.failed == 0
+
+    # Nothing more to do: a third pass writes nothing.
+    before = await counts(db_pool)
+    await learning.learn_pass()
+    assert await counts(db_pool) == before
+
+
+async def test_a_new_process_rebuilds_the_same_memory(
+    db_pool: asyncpg.Pool, btc: CandleSeries, btc_features: np.ndarray
+) -> None:
+    await store_bars(db_pool, btc, 0, 1400)
+    await insert_trades(db_pool, btc, btc_features, entries(400, 1000, 5))
+    first = service(db_pool)
+    await first.rebuild()
+    for _ in range(4):
+        await first.learn_pass()
+    stored = await db_pool.fetch("SELECT * FROM pattern_library ORDER BY pattern_id")
+
+    second = service(db_pool)
+    await second.rebuild()
+    assert sorted(second.library.pattern_ids()) == sorted(first.library.pattern_ids())
+    for pattern_id in first.library.pattern_ids():
+        a, b = first.library.stats(pattern_id), second.library.stats(pattern_id)
+        assert (a.occurrences, a.wins, a.losses) == (b.occurrences, b.wins, b.losses)
+        assert a.avg_profit_bps == pytest.approx(b.avg_profit_bps)
+        assert a.reliability == pytest.approx(b.reliability)
+        assert a.confidence_penalty == pytest.approx(b.confidence_penalty)
+    # The rebuild rewrote the derived statistics to the same values.
+    again = await db_pool.fetch("SELECT * FROM pattern_library ORDER BY pattern_id")
+    assert [(r["occurrences"], r["wins"]) for r in again] == [(r["occurrences"], r["wins"]) for r in stored]
+    assert [r["reliability"] for r in again] == pytest.approx([r["reliability"] for r in stored])
+    rows = btc_features[1100:1120]
+    symbols = [BTC] * len(rows)
+    np.testing.assert_allclose(
+        second.setups.nearest_setups(symbols, rows), first.setups.nearest_setups(symbols, rows), rtol=1e-6
+    )
+    assert np.abs(second.setups.nearest_setups(symbols, rows)).sum() > 0
+
+
+async def test_horizons_wait_for_their_bars_and_survive_a_restart(
+    db_pool: asyncpg.Pool, btc: CandleSeries, btc_features: np.ndarray
+) -> None:
+    # One trade left at bar 600; bars stored up to 2 h after it: only the 1 h horizon is covered.
+    await store_bars(db_pool, btc, 0, 600 + 24)
+    (trade_id,) = await insert_trades(db_pool, btc, btc_features, [(590, 600)])
+    first = service(db_pool)
+    await first.rebuild()
+    await first.learn_pass()
+    horizons = "SELECT array_agg(horizon ORDER BY horizon_time) FROM post_exit_tracking WHERE trade_id = $1"
+    assert await db_pool.fetchval(horizons, trade_id) == ["1h"]
+    analysed = "SELECT (SELECT count(*) FROM win_analysis) + (SELECT count(*) FROM loss_analysis)"
+    assert await db_pool.fetchval(analysed) == 0
+
+    # The bars arrive; a new process (nothing kept in memory) finishes the work.
+    await store_bars(db_pool, btc, 600 + 24, 600 + 300)
+    second = service(db_pool)
+    await second.rebuild()
+    await second.learn_pass()
+    assert await db_pool.fetchval(horizons, trade_id) == ["1h", "4h", "24h"]
+    assert await db_pool.fetchval(analysed) == 1
+    row = await db_pool.fetchrow(
+        "SELECT e.horizon_time, t.exit_time FROM post_exit_tracking e JOIN trade_memory t ON t.id = e.trade_id "
+        "WHERE e.trade_id = $1 AND e.horizon = '4h'",
+        trade_id,
+    )
+    assert (row["horizon_time"] - row["exit_time"]).total_seconds() == 4 * 3600
