@@ -1,5 +1,5 @@
 """The `huracan` command: run | migrate | verify | train | models | retrain | download | db |
-halt | reduce | resume | state."""
+halt | reduce | resume | state | report."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from typing import Any
 
 import uvloop
 
+from huracan.analysis.report import add_report_parser, cmd_report
 from huracan.config import ConfigError, ConfigSources, HuracanConfig, load_config
 from huracan.daemon.app import Daemon
 from huracan.exit_codes import EX_CONFIG, EX_OK, EX_SOFTWARE, EX_UNAVAILABLE, EX_USAGE
@@ -50,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_parser(commands, parents=[common])
     add_models_parser(commands, parents=[common])
     add_state_parsers(commands, parents=[common])
+    add_report_parser(commands, parents=[common])
 
     db = commands.add_parser("db", parents=[common], help="the private PostgreSQL cluster")
     db.add_argument(
@@ -96,6 +98,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run_async(_cmd_migrate(config, status_only=args.status))
     if args.command in ("halt", "reduce", "resume", "state"):
         return _run_async(cmd_state(config, args))
+    if args.command == "report":
+        return _run_async(cmd_report(config, args))
     if args.command == "retrain":
         print(
             "huracan retrain: not available yet; walk-forward retraining arrives with the retrain issue. "
@@ -133,6 +137,7 @@ def _cmd_run(config: HuracanConfig, args: argparse.Namespace) -> int:
 
 def replay_summary(daemon: Daemon) -> str:
     from huracan.agent.decide import DecisionService
+    from huracan.analysis.learning import LearningService
     from huracan.execution.service import TradingService
     from huracan.market.ingest import CandleIngest
 
@@ -148,6 +153,9 @@ def replay_summary(daemon: Daemon) -> str:
     trading = next((s for s in daemon.services if isinstance(s, TradingService)), None)
     if trading is not None:
         lines.append(trading.summary())
+    learning = next((s for s in daemon.services if isinstance(s, LearningService)), None)
+    if learning is not None:
+        lines.append(learning.summary())
     lines.append(
         f"replay summary: {len(ingest.plan.symbols)} symbols at {ingest.plan.timeframe}; "
         f"{stats.stored} bars stored, {stats.published} bar times published, "
