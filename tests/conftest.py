@@ -24,9 +24,14 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import asyncpg
+import numpy as np
+import numpy.typing as npt
 import pytest
 
 from huracan.config.settings import BUNDLED_CANDLES_DIR
+from huracan.core.candle import CandleSeries
+from huracan.features.market import Ohlcv, compute_market_features
+from huracan.market.candle_files import read_candle_file
 from huracan.memory.cluster import ClusterError, PrivateCluster, find_server_binaries
 from huracan.memory.database import MAINTENANCE_DATABASE, create_pool, quote_ident, with_database
 from huracan.memory.migrate import apply_migrations, default_migrations_dir
@@ -176,3 +181,16 @@ def bundled_slice(tmp_path: Path) -> Callable[[int], Path]:
         return directory
 
     return make
+
+
+@pytest.fixture(scope="session")
+def btc() -> CandleSeries:
+    """The bundled BTC/USDT 5m bars (real, 2021 Q1)."""
+    return read_candle_file(BUNDLED_CANDLES_DIR / "binance_BTC-USDT_5m.csv")
+
+
+@pytest.fixture(scope="session")
+def btc_features(btc: CandleSeries) -> npt.NDArray[np.float64]:
+    """The 70 raw market features of every bar of `btc` (NaN during warm-up)."""
+    features: npt.NDArray[np.float64] = compute_market_features(Ohlcv.from_series(btc))
+    return features

@@ -1,6 +1,7 @@
 """The learning task against a real PostgreSQL: closed trades at real BTC bars are embedded and
 put into patterns, tracked 1 h, 4 h and 24 h after their exits once the bars are stored, and
-explained; a new process rebuilds the same memory from the tables and resumes the pending work."""
+explained; a new process rebuilds the same memory from the tables and resumes the pending work.
+The `btc` and `btc_features` fixtures are conftest.py's."""
 
 from __future__ import annotations
 
@@ -12,10 +13,8 @@ import numpy as np
 import pytest
 
 from huracan.analysis.learning import LearningService
-from huracan.config.settings import BUNDLED_CANDLES_DIR
 from huracan.core.candle import CandleSeries
-from huracan.features.market import Ohlcv, compute_market_features, regime_names
-from huracan.market.candle_files import read_candle_file
+from huracan.features.market import regime_names
 from huracan.memory.candles import CandleStore, ms_to_datetime
 from huracan.memory.embedding import EntryEmbedder
 from huracan.memory.learning_store import LearningStore
@@ -26,16 +25,6 @@ pytestmark = pytest.mark.db
 STEP = 300_000
 BTC = "BTC/USDT"
 FEE = 0.001  # per side
-
-
-@pytest.fixture(scope="module")
-def btc() -> CandleSeries:
-    return read_candle_file(BUNDLED_CANDLES_DIR / "binance_BTC-USDT_5m.csv")
-
-
-@pytest.fixture(scope="module")
-def btc_features(btc: CandleSeries) -> np.ndarray:
-    return compute_market_features(Ohlcv.from_series(btc))
 
 
 def service(pool: asyncpg.Pool) -> LearningService:

@@ -35,6 +35,7 @@ from huracan.memory.embedding import EntryEmbedder
 from huracan.memory.learning_store import Learned, LearningStore
 from huracan.memory.patterns import PatternLibrary, TradeOutcome
 from huracan.memory.setups import NearestSetups
+from huracan.memory.vectors import enable_pgvector, similar_before
 
 log = get_logger("huracan.analysis.learning")
 
@@ -87,6 +88,8 @@ class LearningService:
         self.library = library if library is not None else PatternLibrary()
         self.stats = LearningStats()
         self.upstream_stopped = upstream_stopped
+        # Whether the server has pgvector: similar setups are then asked of PostgreSQL.
+        self.pgvector = False
         # Trades below these ids need nothing more (tracked on every horizon, analysed).
         self.next_track_id = 0
         self.next_analysis_id = 0
@@ -113,6 +116,7 @@ class LearningService:
     async def rebuild(self) -> None:
         """The library and the nearest-setups view from the stored trades and patterns."""
         started = time.perf_counter()
+        self.pgvector = await enable_pgvector(self.store.pool)
         version = self.embedder.version
         forgotten = await self.store.forget_other_embeddings(version)
         if forgotten:
@@ -296,11 +300,15 @@ class LearningService:
     async def _similar(self, trade: TradeFacts) -> SimilarSetups:
         """The nearest past setups that had exited when this trade was entered (what was known)."""
         embedding = self.embedder.embed(trade.entry_features[None, :MARKET_WIDTH])[0]
-        ids, _ = self.setups.similar(embedding, 3 * self.neighbours)
-        ids = ids[ids != trade.trade_id]
-        if len(ids) == 0:
-            return SimilarSetups.empty(MARKET_WIDTH)
-        known = (await self.store.outcomes(ids.tolist(), trade.entry_time_ms))[: self.neighbours]
+        if self.pgvector:  # one filtered k-nearest query, exact about the exit times
+            found = await similar_before(
+                self.store.pool, embedding, trade.entry_time_ms, self.neighbours, exclude=trade.trade_id
+            )
+            known = [(won, pnl, features) for _, won, pnl, features in found]
+        else:  # in process: the nearest three k, of which those that had exited
+            ids, _ = self.setups.similar(embedding, 3 * self.neighbours)
+            ids = ids[ids != trade.trade_id]
+            known = (await self.store.outcomes(ids.tolist(), trade.entry_time_ms))[: self.neighbours]
         if not known:
             return SimilarSetups.empty(MARKET_WIDTH)
         return SimilarSetups(

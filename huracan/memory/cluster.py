@@ -114,6 +114,8 @@ class PrivateCluster:
     superuser: str = "huracan"
     # Only names the socket file (.s.PGSQL.<port>); nothing listens on TCP.
     port: int = 5432
+    # The directory of initdb, pg_ctl and postgres; None: found on PATH or under /usr/lib.
+    binaries: Path | None = None
 
     def __post_init__(self) -> None:
         # The DSN must carry an absolute socket directory whatever the caller's cwd is later.
@@ -184,6 +186,8 @@ class PrivateCluster:
     # --- internals -------------------------------------------------------------------------
 
     def _binaries(self) -> ServerBinaries:
+        if self.binaries is not None:
+            return ServerBinaries(self.binaries)
         version_file = self.data_dir / "PG_VERSION"
         try:
             preferred = version_file.read_text().strip() or None
