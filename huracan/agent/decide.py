@@ -219,10 +219,13 @@ class DecisionService:
         warm = self.features.warm_mask
         deciders = self.models.deciders()
         self._open_books({runner.version for runner, _, _ in deciders})
+        for runner, symbols, _ in deciders:  # each version's paper equity is its symbols' accounts
+            self.recorder.symbols_by_version[runner.version] = len(symbols)
         self._barred.clear()
         if not deciders:
             return []
-        pattern_memory = self.patterns.nearest_setups(self.symbols, rows)
+        # As known at the bar's close: in a replay the memory may hold later trades of earlier runs.
+        pattern_memory = self.patterns.nearest_setups(self.symbols, rows, event.open_time_ms + self.step_ms)
         intents: list[OrderIntent] = []
         for runner, symbols, shadow in deciders:
             chosen = [
@@ -238,7 +241,9 @@ class DecisionService:
             if view is book:  # its context is the paper book: it takes the bar first
                 self._paper_take_bar(book, event)
             snapshot = view.snapshot(self.symbols)
-            context = self._context(snapshot, pattern_memory)
+            # Zeros for a model that never trained on the pattern memory's figures.
+            memory = pattern_memory if runner.uses_pattern_memory else np.zeros_like(pattern_memory)
+            context = self._context(snapshot, memory)
             decisions = runner.decide(
                 rows[chosen], context[chosen], snapshot.has_position[chosen], greedy=greedy, rng=self.rng
             )

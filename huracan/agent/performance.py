@@ -97,6 +97,9 @@ class PerformanceRecorder:
         self.equity_quote = equity_quote
         self.quote_to_account = quote_to_account
         self.symbols = symbols
+        # A version that decides for a share of the symbols (an A/B challenger) has that many
+        # paper accounts; set by the decision step, `symbols` otherwise.
+        self.symbols_by_version: dict[str, int] = {}
         self.pending: dict[tuple[str, date], DayTally] = {}
         self.totals: dict[str, DayTally] = {}
 
@@ -154,7 +157,6 @@ class PerformanceRecorder:
         by_version: dict[str, list[asyncpg.Record]] = {}
         for row in await conn.fetch(SERIES, versions):
             by_version.setdefault(row["model_version"], []).append(row)
-        equity = self.equity_quote * self.symbols
         updates = []
         for version, rows in by_version.items():
             metrics = daily_metrics(
@@ -162,7 +164,7 @@ class PerformanceRecorder:
                 [r["pnl_quote"] for r in rows],
                 [r["gross_profit_quote"] for r in rows],
                 [r["gross_loss_quote"] for r in rows],
-                equity,
+                self.equity_quote * self.symbols_by_version.get(version, self.symbols),
             )
             for row, m in zip(rows, metrics, strict=True):
                 # Exact comparison: the same stored inputs give the same floats, so an unchanged

@@ -43,14 +43,17 @@ class PositionView(Protocol):
 
 class PatternMemoryView(Protocol):
     def nearest_setups(
-        self, symbols: Sequence[str], market_rows: npt.NDArray[np.float64]
+        self, symbols: Sequence[str], market_rows: npt.NDArray[np.float64], as_of_ms: int
     ) -> npt.NDArray[np.float64]:
-        """[S, 3]: win rate, average profit in bps and reliability of the nearest past setups."""
+        """[S, 3]: win rate, average profit in bps and reliability of the nearest past setups,
+        from the trades that had exited before as_of_ms (the decided bar's close, Unix ms) and
+        nothing learned later: a replay over history that a memory already holds must not see
+        its own future."""
         ...
 
 
 class NoPatternMemory:
     def nearest_setups(
-        self, symbols: Sequence[str], market_rows: npt.NDArray[np.float64]
+        self, symbols: Sequence[str], market_rows: npt.NDArray[np.float64], as_of_ms: int
     ) -> npt.NDArray[np.float64]:
         return np.zeros((len(symbols), PATTERN_MEMORY_WIDTH))

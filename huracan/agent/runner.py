@@ -74,6 +74,10 @@ class PolicyRunner:
                 f"model {version}: network takes {self.policy.observation_size} inputs, the state has {schema.size}"
             )
         self.forward = ActorForward.of(self.policy)
+        # A model trained before the pattern memory had trades saw zeros in its three inputs;
+        # real figures there would be inputs it never learned: it keeps getting zeros.
+        training = checkpoint.config.get("training") or {}
+        self.uses_pattern_memory = float(training.get("pattern_memory_rows") or 0.0) > 0.0
 
     def decide(
         self,

@@ -1,5 +1,6 @@
 """The agent's view of pattern memory: for each symbol's market row, how the k nearest past
-trades (by entry embedding) turned out. Implements huracan.agent.positions.PatternMemoryView.
+trades (by entry embedding) turned out, as known at the bar being decided. Implements
+huracan.agent.positions.PatternMemoryView.
 
 For a query embedding q and its k nearest trades i (distance d_i, fewer when fewer are stored):
     w_i = weight_i x exp(-(d_i / radius)^2 / 2)
@@ -13,15 +14,43 @@ far ones and penalised ones, and reaches 20 / 25 = 0.8 with 20 perfect neighbour
 trade stored, or W = 0 (every neighbour fully penalised or infinitely far), the row is
 [0, 0, 0]: what NoPatternMemory gives, so a daemon with no trades sees the same state.
 
+Time (Unix ms), so that no figure looks ahead. A replay restarts history while the memory
+rebuilt from the database holds the trades of earlier runs, some exiting after the bar decided:
+- nearest_setups(as_of_ms): as_of_ms is the decided bar's close; only trades with
+  exit_time_ms < as_of_ms count. Strictly: a trade exiting at the close was closed by a
+  decision taken at that close (filled at the next open, stamped with the same time), i.e.
+  after the state being built. A trade's penalty counts only when its known_ms < as_of_ms
+  (known_ms: when the loss analysis could run, its analysis horizon after the exit); before,
+  weight 1. The training walk (huracan/rl/pattern_memory.py) uses the same two strict rules,
+  so a model reads in training what it reads live.
+- similar(before_ms) and base_win_rate(before_ms): before_ms is a trade's entry; trades that
+  had exited by it (exit_time_ms <= before_ms) count, as PostgreSQL's similar_before does, so
+  the analyzers' in-process and SQL paths agree.
+Live every stored trade has exited before the bar being decided: the latest exit (and the
+latest time a penalty became known) are kept, and when as_of_ms is past them the search is the
+unfiltered one, at the cost it always had.
+
 Search: exact and batched (one matrix product for all symbols) while fewer than
 EXACT_SEARCH_LIMIT trades are stored; beyond, the inverted-file index (pattern_index.py, 256
 cells, INDEX_PROBE searched per query). Probing 8 cells finds about 96% of the exact 20 nearest
 over 100,000 real entry states (16 cells: 99%) in about half the time; a figure averaged over
 20 weighted neighbours barely moves when one of them is the 21st nearest instead.
+With a time filter, m of n trades eligible: an exact search over just those while m <=
+exact_limit or m < 0.31 n (there a matrix product over the eligible costs less than the
+widened probe below). Otherwise the index, probing n / m times INDEX_PROBE cells (the k nearest
+eligible trades lie about as far as the k n / m nearest of all) and asked for 4 k n / m
+candidates, then four times more, until k of them are eligible or the cells probed are
+exhausted. The approximation is the index's own, over the eligible trades: the k nearest
+eligible trades of the cells probed. Recall of the exact eligible 20 nearest: about 0.98 over
+20,000 real entry states with half or a third eligible (unfiltered, this index finds 0.9 there).
+A row may get fewer than k neighbours only if fewer than k eligible trades lie in all the
+cells it probed (it then reads as less reliable). Cost over 100,000 trades, 20 symbols: at most
+about 2 ms (m near 0.31 n), against 0.7 ms for the live, unfiltered search.
 
 Embeddings of stored trades must come from the same EntryEmbedder (same version) as the one
 given here; a rebuild after a basis change re-embeds the stored entry features first. The
-rebuild at start-up passes every stored trade to `add_trades` at once (one index build).
+rebuild at start-up passes every stored trade to `add_trades` at once (one index build), into
+`empty_like()`, then `adopt`s it (the view the decision step holds is refilled in place).
 
 Pure: no I/O. Not thread-safe (one event loop owns it).
 """
@@ -46,6 +75,12 @@ EXACT_SEARCH_LIMIT = 4096  # exact: under 0.35 ms for 20 symbols up to here, and
 SUPPORT_HALF = 5.0  # effective neighbours at which reliability is one half
 INDEX_CELLS = 256
 INDEX_PROBE = 8
+# A filtered index search first asks for this many times k candidates, then this many times more.
+OVERFETCH = 4
+# An exact distance (one matrix product for every query) costs about a third of one the index
+# measures (cell by cell, query by query): measured, 20 queries over 100,000 real entry states.
+EXACT_COST_RATIO = 3
+NEVER = np.iinfo(np.int64).min  # the latest exit of an empty memory: every as_of is past it
 
 F32 = npt.NDArray[np.float32]
 F64 = npt.NDArray[np.float64]
@@ -78,17 +113,62 @@ class NearestSetups:
         self._pnl_bps = np.empty(64, dtype=np.float64)
         self._won = np.empty(64, dtype=np.float64)  # 1.0 / 0.0, to weigh directly
         self._weight = np.empty(64, dtype=np.float64)
+        self._exit_ms = np.empty(64, dtype=np.int64)
+        self._known_ms = np.empty(64, dtype=np.int64)  # when the weight became known
         self._row: dict[int, int] = {}  # trade id -> row
         self._index: PatternIndex | None = None  # over rows, once exact_limit trades are stored
+        # Past both, a bar needs no time filter: the live case.
+        self._latest_exit_ms = int(NEVER)
+        self._latest_penalty_known_ms = int(NEVER)  # of the weights below 1
+        # base_win_rate's tally: exits sorted, win flags in that order, cumulative wins; holds
+        # rows [0, tallied), the rest merged in at the next call.
+        self._tallied = 0
+        self._tally_exit_ms = np.empty(0, dtype=np.int64)
+        self._tally_won = np.empty(0, dtype=np.int64)
+        self._tally_wins = np.empty(0, dtype=np.int64)
 
     def __len__(self) -> int:
         return self._n
 
+    def empty_like(self) -> NearestSetups:
+        """An empty memory with the same embedder and search settings (a rebuild fills it)."""
+        return NearestSetups(
+            self.embedder,
+            k=self.k,
+            radius=self.radius,
+            exact_limit=self.exact_limit,
+            probe=self._probe,
+            seed=self._seed,
+        )
+
+    def adopt(self, other: NearestSetups) -> None:
+        """Take over other's trades and settings in place, at once: whoever holds this object
+        (the decision step) reads the rebuilt memory from its next bar. other is spent."""
+        if other is not self:
+            vars(self).update(vars(other))
+
     def add_trade(
-        self, trade_id: int, embedding: npt.ArrayLike, pnl_bps: float, won: bool, weight: float = 1.0
+        self,
+        trade_id: int,
+        embedding: npt.ArrayLike,
+        pnl_bps: float,
+        won: bool,
+        weight: float = 1.0,
+        *,
+        exit_time_ms: int,
+        known_ms: int | None = None,
     ) -> None:
-        """One closed trade; found by the next search."""
-        self.add_trades([trade_id], np.asarray(embedding)[None], [pnl_bps], [won], [weight])
+        """One closed trade; found by the next search whose bar closes after its exit. known_ms:
+        when its weight became known (None: with the exit)."""
+        self.add_trades(
+            [trade_id],
+            np.asarray(embedding)[None],
+            [pnl_bps],
+            [won],
+            [weight],
+            exit_time_ms=[exit_time_ms],
+            known_ms=None if known_ms is None else [known_ms],
+        )
 
     def add_trades(
         self,
@@ -97,8 +177,12 @@ class NearestSetups:
         pnl_bps: npt.ArrayLike,
         won: npt.ArrayLike,
         weights: npt.ArrayLike | None = None,
+        *,
+        exit_time_ms: npt.ArrayLike,
+        known_ms: npt.ArrayLike | None = None,
     ) -> None:
-        """Many trades at once (the rebuild at start-up): one index build instead of many."""
+        """Many trades at once (the rebuild at start-up): one index build instead of many.
+        weights None: 1; known_ms None: each weight known with its trade's exit."""
         ids = np.asarray(trade_ids, dtype=np.int64).reshape(-1)
         if not len(ids):
             return
@@ -107,12 +191,18 @@ class NearestSetups:
         pnl = np.asarray(pnl_bps, dtype=np.float64).reshape(-1)
         flags = np.asarray(won, dtype=bool).reshape(-1)
         w = np.ones(len(ids)) if weights is None else np.asarray(weights, dtype=np.float64).reshape(-1)
+        exits = _times(exit_time_ms, "exit_time_ms")
+        known = exits if known_ms is None else _times(known_ms, "known_ms")
         if vectors.shape != (len(ids), EMBEDDING_DIM) or not np.isfinite(vectors).all():
             raise ValueError(f"nearest setups: embeddings of {EMBEDDING_DIM} finite numbers expected")
         if not (len(pnl) == len(flags) == len(w) == len(ids)) or not np.isfinite(pnl).all():
             raise ValueError("nearest setups: one finite pnl, won flag and weight per trade expected")
         if not ((w >= 0) & (w <= 1)).all():
             raise ValueError("nearest setups: weights must lie in 0..1")
+        if not (len(exits) == len(known) == len(ids)) or (known < exits).any():
+            raise ValueError(
+                "nearest setups: one exit_time_ms and known_ms per trade, none known before its exit"
+            )
         if len(np.unique(ids)) != len(ids) or any(int(i) in self._row for i in ids.tolist()):
             raise ValueError("nearest setups: a trade is added twice")
         start, end = self._n, self._n + len(ids)
@@ -123,8 +213,13 @@ class NearestSetups:
         self._pnl_bps[start:end] = pnl
         self._won[start:end] = flags
         self._weight[start:end] = w
+        self._exit_ms[start:end] = exits
+        self._known_ms[start:end] = known
         self._row.update(zip(ids.tolist(), range(start, end), strict=True))
         self._n = end
+        self._latest_exit_ms = max(self._latest_exit_ms, int(exits.max()))
+        if (w < 1).any():
+            self._latest_penalty_known_ms = max(self._latest_penalty_known_ms, int(known[w < 1].max()))
         if self._index is not None and len(ids) * 8 <= len(self._index):
             for row in range(start, end):
                 self._index.add(row, self._embeddings[row])
@@ -138,28 +233,51 @@ class NearestSetups:
             )
             self._index.build(np.arange(end), self._embeddings[:end].astype(np.float32))
 
-    def set_weight(self, trade_id: int, weight: float) -> None:
-        """1 - the loss analysis' confidence penalty of the trade."""
+    def set_weight(self, trade_id: int, weight: float, known_ms: int) -> None:
+        """1 - the loss analysis' confidence penalty of the trade, known from known_ms on (a bar
+        closing at or before it still sees weight 1)."""
         if not (math.isfinite(weight) and 0.0 <= weight <= 1.0):
             raise ValueError(f"nearest setups: weight {weight} of trade {trade_id} is not in 0..1")
         try:
-            self._weight[self._row[trade_id]] = weight
+            row = self._row[trade_id]
         except KeyError:
             raise KeyError(f"nearest setups: no trade {trade_id}") from None
+        if known_ms < self._exit_ms[row]:
+            raise ValueError(
+                f"nearest setups: the weight of trade {trade_id} known at {known_ms}, "
+                f"before its exit at {int(self._exit_ms[row])}"
+            )
+        self._weight[row] = weight
+        self._known_ms[row] = known_ms
+        if weight < 1:
+            self._latest_penalty_known_ms = max(self._latest_penalty_known_ms, int(known_ms))
 
-    def similar(self, embedding: npt.ArrayLike, k: int) -> tuple[I64, F32]:
-        """Trade ids and distances of the k nearest past trades (fewer when fewer are stored),
-        nearest first."""
+    def similar(self, embedding: npt.ArrayLike, k: int, before_ms: int | None = None) -> tuple[I64, F32]:
+        """Trade ids and distances of the k nearest stored trades (fewer when fewer qualify),
+        nearest first; before_ms: only those exited by then (exit_time_ms <= before_ms)."""
         vector = np.asarray(embedding, dtype=np.float32)
         if vector.shape != (EMBEDDING_DIM,) or not np.isfinite(vector).all():
             raise ValueError(f"nearest setups: an embedding of {EMBEDDING_DIM} finite numbers expected")
-        rows, distances = self._search(vector[None], k)
+        if k < 1:
+            raise ValueError(f"nearest setups: k {k} must be >= 1")
+        rows, distances = self.neighbours(vector[None], k, None if before_ms is None else before_ms + 1)
         found = rows[0] >= 0
         return self._trade_ids[rows[0][found]], distances[0][found].astype(np.float32)
 
-    def nearest_setups(self, symbols: Sequence[str], market_rows: npt.NDArray[np.float64]) -> F64:
+    def base_win_rate(self, before_ms: int) -> float | None:
+        """The share of wins among the stored trades exited by before_ms (exit_time_ms <=
+        before_ms); None when there is none. O(log n), after merging trades added since."""
+        if self._tallied < self._n:
+            self._tally()
+        exited = int(np.searchsorted(self._tally_exit_ms, before_ms, side="right"))
+        return None if exited == 0 else int(self._tally_wins[exited - 1]) / exited
+
+    def nearest_setups(
+        self, symbols: Sequence[str], market_rows: npt.NDArray[np.float64], as_of_ms: int
+    ) -> F64:
         """[S, 3]: weighted win rate, weighted average pnl bps, reliability; per symbol, in the
-        order given."""
+        order given; from the trades exited before as_of_ms (the decided bar's close), each
+        penalised only when its penalty was known before as_of_ms."""
         rows = np.asarray(market_rows, dtype=np.float64)
         if rows.shape != (len(symbols), MARKET_WIDTH):
             raise ValueError(
@@ -169,24 +287,46 @@ class NearestSetups:
         out = np.zeros((len(symbols), PATTERN_MEMORY_WIDTH))
         if self._n == 0 or not len(symbols):
             return out
-        neighbours, distances = self._search(self.embedder.embed(rows), self.k)
-        return setup_figures(
-            neighbours,
-            distances,
-            self._won[: self._n],
-            self._pnl_bps[: self._n],
-            self._weight[: self._n],
-            self.radius,
-        )
-
-    def _search(self, queries: F32, k: int) -> tuple[I64, Floats]:
-        """Rows [Q, k'] and distances of the nearest stored trades; the index pads rows that
-        found fewer than k with -1 / inf. Exact: float64 distances, the brute force's."""
-        if self._index is not None:
-            return self._index.search_many(queries, k)
+        neighbours, distances = self.neighbours(self.embedder.embed(rows), self.k, as_of_ms)
         n = self._n
+        weights = self._weight[:n]
+        if as_of_ms <= self._latest_penalty_known_ms:
+            weights = np.where(self._known_ms[:n] < as_of_ms, weights, 1.0)
+        return setup_figures(neighbours, distances, self._won[:n], self._pnl_bps[:n], weights, self.radius)
+
+    def neighbours(self, queries: F32, k: int, before: int | None = None) -> tuple[I64, Floats]:
+        """Rows [Q, k'] and distances of the nearest stored trades that exited before `before`
+        (None: all), nearest first; rows that found fewer than k' are padded with -1 / inf.
+        Exact: float64 distances, the brute force's."""
+        if before is None or before > self._latest_exit_ms:
+            if self._index is not None:
+                return self._index.search_many(queries, k)
+            return self._exact(queries, k, None)
+        eligible = np.flatnonzero(self._exit_ms[: self._n] < before)
+        if self._index is None or len(eligible) <= self.exact_limit:
+            return self._exact(queries, k, eligible)
+        # The k nearest of the m eligible trades lie about as far as the k n / m nearest of all
+        # n: probe n / m times the cells, over-fetch n / m times more. Exact over the eligible
+        # is cheaper (and exact) unless the cells probed hold EXACT_COST_RATIO times fewer
+        # vectors: for a probe of 8 in 256 cells, while m < 0.31 n.
+        spread = self._n / len(eligible)
+        cells = self._index.cells
+        probe = min(cells, math.ceil(self._probe * spread))
+        if probe * self._n * EXACT_COST_RATIO >= len(eligible) * cells:
+            return self._exact(queries, k, eligible)
+        return self._index_before(queries, k, before, probe, math.ceil(OVERFETCH * k * spread))
+
+    def _exact(self, queries: F32, k: int, among: I64 | None) -> tuple[I64, F64]:
+        """The brute force over rows `among` (None: all stored); [Q, min(k, candidates)]."""
         q = queries.astype(np.float64)
-        squared = self._norms[None, :n] - 2.0 * (q @ self._embeddings[:n].T) + (q * q).sum(axis=1)[:, None]
+        if among is None:
+            embeddings, norms = self._embeddings[: self._n], self._norms[: self._n]
+        else:
+            embeddings, norms = self._embeddings[among], self._norms[among]
+        n = len(norms)
+        if n == 0:
+            return np.empty((len(q), 0), dtype=np.int64), np.empty((len(q), 0))
+        squared = norms[None, :] - 2.0 * (q @ embeddings.T) + (q * q).sum(axis=1)[:, None]
         np.maximum(squared, 0.0, out=squared)
         kept = min(k, n)
         if n > kept:
@@ -197,7 +337,55 @@ class NearestSetups:
         order = np.argsort(squared, axis=1, kind="stable")
         nearest: I64 = np.take_along_axis(rows, order, axis=1).astype(np.int64)
         distances: F64 = np.sqrt(np.take_along_axis(squared, order, axis=1))
-        return nearest, distances
+        return (nearest if among is None else among[nearest]), distances
+
+    def _index_before(self, queries: F32, k: int, before: int, probe: int, fetch: int) -> tuple[I64, Floats]:
+        """The index's k nearest among the trades exited before `before`, probing `probe`
+        cells: `fetch` candidates, filtered, then OVERFETCH times as many again for the queries
+        still short of k whose probed cells are not exhausted."""
+        assert self._index is not None
+        index, usual = self._index, self._index.probe
+        index.probe = probe  # for these searches only (the index has no per-call probe)
+        try:
+            return self._overfetched(index, queries, k, before, fetch)
+        finally:
+            index.probe = usual
+
+    def _overfetched(
+        self, index: PatternIndex, queries: F32, k: int, before: int, fetch: int
+    ) -> tuple[I64, Floats]:
+        total = len(index)
+        out_rows = np.full((len(queries), k), -1, dtype=np.int64)
+        out_distances = np.full((len(queries), k), np.inf, dtype=np.float32)
+        pending = np.arange(len(queries))
+        fetch = min(fetch, total)
+        while len(pending):
+            rows, distances = index.search_many(queries[pending], fetch)
+            found = rows >= 0
+            eligible = found & (self._exit_ms[np.where(found, rows, 0)] < before)
+            rank = np.cumsum(eligible, axis=1)  # nearest first: the first k eligible are the k nearest
+            # A row padded with -1 has had every candidate of its probed cells.
+            done = (rank[:, -1] >= k) | ~found[:, -1] | (fetch >= total)
+            take = eligible & (rank <= k) & done[:, None]
+            r, c = np.nonzero(take)
+            out_rows[pending[r], rank[r, c] - 1] = rows[r, c]
+            out_distances[pending[r], rank[r, c] - 1] = distances[r, c]
+            pending = pending[~done]
+            fetch = min(OVERFETCH * fetch, total)
+        return out_rows, out_distances
+
+    def _tally(self) -> None:
+        """Merge the trades added since into base_win_rate's sorted tally: O(n) once per batch
+        of additions instead of a sort."""
+        new = np.arange(self._tallied, self._n)
+        order = np.argsort(self._exit_ms[new], kind="stable")
+        exits, wins = self._exit_ms[new][order], self._won[new][order].astype(np.int64)
+        # side right: among equal exits the earlier-added stay first (the tally's order is moot).
+        at = np.searchsorted(self._tally_exit_ms, exits, side="right")
+        self._tally_exit_ms = np.insert(self._tally_exit_ms, at, exits)
+        self._tally_won = np.insert(self._tally_won, at, wins)
+        self._tally_wins = np.cumsum(self._tally_won)
+        self._tallied = self._n
 
     def _reserve(self, size: int) -> None:
         capacity = len(self._trade_ids)
@@ -205,11 +393,28 @@ class NearestSetups:
             return
         while capacity < size:
             capacity *= 2
-        for name in ("_embeddings", "_norms", "_trade_ids", "_pnl_bps", "_won", "_weight"):
+        for name in (
+            "_embeddings",
+            "_norms",
+            "_trade_ids",
+            "_pnl_bps",
+            "_won",
+            "_weight",
+            "_exit_ms",
+            "_known_ms",
+        ):
             old = getattr(self, name)
             grown = np.empty((capacity, *old.shape[1:]), dtype=old.dtype)
             grown[: self._n] = old[: self._n]
             setattr(self, name, grown)
+
+
+def _times(values: npt.ArrayLike, name: str) -> I64:
+    """Unix ms as int64; a float or a missing time is refused rather than rounded."""
+    array = np.asarray(values).reshape(-1)
+    if array.dtype.kind not in "iu":
+        raise ValueError(f"nearest setups: {name} must be integer Unix milliseconds, got {array.dtype}")
+    return array.astype(np.int64)
 
 
 def setup_figures(
