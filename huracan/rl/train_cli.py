@@ -3,6 +3,12 @@
 Symbols, period and steps come from the `training` section of the config, each overridable by
 a flag. The first model ever trained becomes the champion (training.promote_first); after that,
 promotion is a decision (`huracan models promote`, or the retrain's walk-forward gate).
+
+The pattern memory inputs are trained on what the live view would have said at each bar: the
+closed trades of the candles' exchange in trade_memory, each known at the closes after its exit
+and its loss analysis' penalty at the closes after the analysis horizon that follows the exit
+(huracan/rl/pattern_memory.py). Without such trades they stay zeros, as in a daemon that has
+not traded yet.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ import math
 import os
 import sys
 import tempfile
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
@@ -26,7 +33,12 @@ from huracan.logs import get_logger
 from huracan.market.download import render_bar
 
 if TYPE_CHECKING:  # torch loads only when a model is trained, not for `huracan --help`
+    import asyncpg
+
+    from huracan.memory.embedding import EntryEmbedder
+    from huracan.rl.pattern_memory import PastTrades
     from huracan.rl.ppo import IterationStats
+    from huracan.rl.trainer import Features
 
 log = get_logger("huracan.rl.train")
 
@@ -92,6 +104,65 @@ def request_from_args(config: HuracanConfig, args: argparse.Namespace) -> TrainR
     )
 
 
+async def read_past_trades(
+    pool: asyncpg.Pool, exchange: str, until_ms: int, embedder: EntryEmbedder
+) -> PastTrades:
+    """The exchange's closed trades that exited before `until_ms`, embedded as the learning task
+    embeds them (entry features' market part); weight 1 - the loss analysis' confidence
+    penalty, known from the analysis horizon after the exit, when the analysis can run."""
+    import numpy as np
+
+    from huracan.analysis.trades import ANALYSIS_HORIZON, HORIZONS
+    from huracan.features.schema import MARKET_WIDTH
+    from huracan.memory.candles import ms_to_datetime
+    from huracan.rl.pattern_memory import PastTrades
+
+    rows = await pool.fetch(
+        f"""
+        SELECT (extract(epoch FROM t.exit_time) * 1000)::bigint, t.entry_features[1:{MARKET_WIDTH}],
+               t.pnl_bps, coalesce(l.confidence_penalty, 0)
+        FROM trade_memory t LEFT JOIN loss_analysis l ON l.trade_id = t.id
+        WHERE t.exchange = $1 AND t.exit_time < $2 AND cardinality(t.entry_features) >= {MARKET_WIDTH}
+        ORDER BY t.exit_time, t.id
+        """,  # noqa: S608 (a constant width, no input)
+        exchange,
+        ms_to_datetime(until_ms),
+    )
+    if not rows:
+        return PastTrades.empty()
+    exits = np.fromiter((r[0] for r in rows), np.int64, len(rows))
+    return PastTrades.from_entry_features(
+        embedder,
+        exits,
+        np.array([r[1] for r in rows], dtype=np.float64),
+        np.fromiter((r[2] for r in rows), np.float64, len(rows)),
+        1.0 - np.fromiter((r[3] for r in rows), np.float64, len(rows)),
+        exits + HORIZONS[ANALYSIS_HORIZON],
+    )
+
+
+class MemoryProgress:
+    """Bars of the pattern memory done: a bar redrawn on a terminal, a log line a quarter otherwise."""
+
+    def __init__(self, stream: TextIO) -> None:
+        isatty = getattr(stream, "isatty", None)
+        self.tty = callable(isatty) and bool(isatty())
+        self.stream = stream
+        self.logged_percent = 0
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.tty:
+            self.stream.write(f"\r{render_bar('pattern memory', done, total)}\033[K")
+            if done >= total:
+                self.stream.write("\n")
+            self.stream.flush()
+            return
+        percent = done * 100 // max(total, 1)
+        if percent >= self.logged_percent + 25:
+            self.logged_percent = percent
+            log.info("pattern memory progress", bars=done, total=total, percent=percent)
+
+
 class TrainProgress:
     """A bar redrawn in place on a terminal, a structured log line per few iterations otherwise."""
 
@@ -128,6 +199,38 @@ class TrainProgress:
         if self.tty:
             self.stream.write("\n")
             self.stream.flush()
+
+
+async def _with_pattern_memory(
+    features: Features, pool: asyncpg.Pool, exchange: str, timeframe: str, config: HuracanConfig, err: TextIO
+) -> Features:
+    from huracan.memory.embedding import EntryEmbedder
+
+    step_ms = timeframe_ms(timeframe)
+    embedder = EntryEmbedder.default()
+    last_close_ms = int(features.open_time_ms[-1]) + step_ms
+    trades = await read_past_trades(pool, exchange, last_close_ms, embedder)
+    if not len(trades):
+        log.info(
+            "no closed trades of the exchange in trade_memory by the last bar: "
+            "the pattern memory inputs are zeros, as before any trade",
+            exchange=exchange,
+        )
+        return features
+    started = time.perf_counter()
+    features = features.with_pattern_memory(
+        trades, step_ms, embedder, k=config.memory.pattern_neighbours, progress=MemoryProgress(err)
+    )
+    assert features.pattern_memory is not None
+    log.info(
+        "pattern memory from past trades, each seen from the first close after its exit",
+        exchange=exchange,
+        trades=len(trades),
+        embedding=embedder.version,
+        rows_with_neighbours=round(float((features.pattern_memory[..., 2] > 0).mean()), 4),
+        seconds=round(time.perf_counter() - started, 1),
+    )
+    return features
 
 
 async def cmd_train(
@@ -199,6 +302,9 @@ async def cmd_train(
             slippage_bps=execution.slippage_bps,
         )
         features = Features.of(aligned, cost)
+        features = await _with_pattern_memory(
+            features, pool, next(iter(aligned.values())).exchange, timeframe, config, err
+        )
         spec = TrainSpec(
             env=EnvConfig(
                 n_envs=request.envs,

@@ -2,7 +2,12 @@
 PPO in the vectorised environment, an out-of-sample report on the held-out tail, and a
 checkpoint that carries everything needed to run it (weights, normaliser, schema, config).
 
-Pure but for CPU time: the caller (`huracan train`) reads the candles and registers the result.
+The pattern memory inputs of the state (win rate, average profit, reliability of the nearest
+past setups) are what the live view would have said at each bar's close, from the trades closed
+before it (huracan/rl/pattern_memory.py); Features without them give zeros, as a daemon with no trades.
+
+Pure but for CPU time: the caller (`huracan train`) reads the candles and past trades and
+registers the result.
 """
 
 from __future__ import annotations
@@ -17,12 +22,17 @@ import numpy.typing as npt
 import torch
 
 from huracan.core.candle import CandleSeries
+from huracan.features.context import PATTERN_MEMORY_WIDTH
 from huracan.features.market import DEFAULT_COST, WARMUP_BARS, CostAssumptions, Ohlcv, compute_market_features
 from huracan.features.normaliser import RunningNormaliser
 from huracan.features.schema import MARKET_WIDTH, STATE_SCHEMA
+from huracan.memory.embedding import EntryEmbedder
+from huracan.memory.patterns import DEFAULT_RADIUS
+from huracan.memory.setups import DEFAULT_K
 from huracan.rl.checkpoint import Checkpoint
 from huracan.rl.env import EnvConfig, MarketData, TradingEnv
 from huracan.rl.evaluate import Evaluation, buy_and_hold, evaluate, evaluate_policy
+from huracan.rl.pattern_memory import PastTrades, point_in_time_memory
 from huracan.rl.ppo import IterationStats, PPOConfig, checkpoint, train
 
 
@@ -44,6 +54,14 @@ class Features:
     open: npt.NDArray[np.float64]  # [S, T]
     close: npt.NDArray[np.float64]
     open_time_ms: npt.NDArray[np.int64]  # [T]
+    # [S, T, 3] point-in-time pattern memory (pattern_memory.py); None: zeros, no trades known.
+    pattern_memory: npt.NDArray[np.float32] | None = None
+
+    def __post_init__(self) -> None:
+        if self.pattern_memory is not None:
+            expected = (*self.open.shape, PATTERN_MEMORY_WIDTH)
+            if self.pattern_memory.shape != expected:
+                raise ValueError(f"pattern memory has shape {self.pattern_memory.shape}, bars say {expected}")
 
     @classmethod
     def of(cls, series: Mapping[str, CandleSeries], cost: CostAssumptions) -> Features:
@@ -61,6 +79,23 @@ class Features:
     def n_bars(self) -> int:
         return int(self.open.shape[1])
 
+    def with_pattern_memory(
+        self,
+        trades: PastTrades,
+        step_ms: int,
+        embedder: EntryEmbedder,
+        *,
+        k: int = DEFAULT_K,
+        radius: float = DEFAULT_RADIUS,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> Features:
+        """The same bars with each one's pattern memory as known at its close (step_ms after
+        its open): only trades that had exited before it count."""
+        memory = point_in_time_memory(
+            self.market, self.open_time_ms, step_ms, trades, embedder, k=k, radius=radius, progress=progress
+        )
+        return replace(self, pattern_memory=memory)
+
     def market_data(self, normaliser: RunningNormaliser, start: int, end: int) -> MarketData:
         """Bars [start, end) for the environment, features normalised with `normaliser`."""
         raw = self.market[:, start:end]
@@ -76,6 +111,7 @@ class Features:
             self.close[:, start:end],
             self.open_time_ms[start:end],
             first_valid=first_valid,
+            pattern_memory=None if self.pattern_memory is None else self.pattern_memory[:, start:end],
         )
 
 
@@ -153,6 +189,9 @@ def train_agent(
         "first_bar_ms": int(features.open_time_ms[0]),
         "last_bar_ms": int(features.open_time_ms[-1]),
         "holdout_from_ms": int(features.open_time_ms[split]) if split < features.n_bars else None,
+        # Share of the training rows with a past trade near enough to count (reliability > 0):
+        # 0 when the model learned with the zeros a daemon without trades sees.
+        "pattern_memory_rows": _pattern_memory_share(features.pattern_memory, split),
         "cost": {
             "taker_fee_bps": spec.cost.taker_fee_bps,
             "half_spread_bps": spec.cost.half_spread_bps,
@@ -166,3 +205,9 @@ def train_agent(
 
 def _finite(value: float) -> float:
     return value if math.isfinite(value) else 0.0
+
+
+def _pattern_memory_share(memory: npt.NDArray[np.float32] | None, split: int) -> float:
+    if memory is None or split == 0:
+        return 0.0
+    return round(float((memory[:, :split, 2] > 0).mean()), 4)
