@@ -12,6 +12,14 @@ ALTER TABLE win_analysis
     -- the hold window and the tracked hours after it.
     ADD COLUMN entry_quality       double precision CHECK (entry_quality BETWEEN 0 AND 1),
     ADD COLUMN exit_quality        double precision CHECK (exit_quality BETWEEN 0 AND 1);
+COMMENT ON COLUMN win_analysis.pattern_occurrences IS
+    'Similar past setups found for the trade (its k nearest trades exited before its entry), not the pattern''s size.';
+COMMENT ON COLUMN win_analysis.pattern_win_rate IS
+    'Win rate of those similar past setups.';
+
+-- The best price from entry to the horizon (the hold window included), at optimal_exit_time:
+-- the pattern library's take-profit hint comes from it.
+ALTER TABLE post_exit_tracking ADD COLUMN optimal_exit_price numeric CHECK (optimal_exit_price > 0);
 
 ALTER TABLE pattern_library
     -- Mean confidence penalty of the pattern's analysed losses; lowers its reliability.
@@ -28,6 +36,7 @@ ALTER TABLE model_performance
     ADD COLUMN gross_profit_quote numeric NOT NULL DEFAULT 0 CHECK (gross_profit_quote >= 0),
     ADD COLUMN gross_loss_quote   numeric NOT NULL DEFAULT 0 CHECK (gross_loss_quote >= 0);
 
--- Trades the pattern library has not yet embedded and assigned: the learning loop's queue.
-CREATE INDEX trade_memory_unlearned_idx ON trade_memory (id) WHERE pattern_id IS NULL;
+-- Trades the pattern library has not yet embedded and assigned: the learning loop's queue,
+-- taken in exit order.
+CREATE INDEX trade_memory_unlearned_idx ON trade_memory (exit_time, id) WHERE pattern_id IS NULL;
 CREATE INDEX post_exit_tracking_horizon_idx ON post_exit_tracking (horizon, trade_id);

@@ -25,6 +25,7 @@ pytestmark = pytest.mark.db
 STEP = 300_000
 BTC = "BTC/USDT"
 FEE = 0.001  # per side
+AFTER_ALL = 2**62  # a time after every exit: the whole memory is visible
 
 
 def service(pool: asyncpg.Pool) -> LearningService:
@@ -165,9 +166,11 @@ async def test_a_new_process_rebuilds_the_same_memory(
     rows = btc_features[1100:1120]
     symbols = [BTC] * len(rows)
     np.testing.assert_allclose(
-        second.setups.nearest_setups(symbols, rows), first.setups.nearest_setups(symbols, rows), rtol=1e-6
+        second.setups.nearest_setups(symbols, rows, AFTER_ALL),
+        first.setups.nearest_setups(symbols, rows, AFTER_ALL),
+        rtol=1e-6,
     )
-    assert np.abs(second.setups.nearest_setups(symbols, rows)).sum() > 0
+    assert np.abs(second.setups.nearest_setups(symbols, rows, AFTER_ALL)).sum() > 0
 
 
 async def test_horizons_wait_for_their_bars_and_survive_a_restart(
@@ -197,3 +200,47 @@ async def test_horizons_wait_for_their_bars_and_survive_a_restart(
         trade_id,
     )
     assert (row["horizon_time"] - row["exit_time"]).total_seconds() == 4 * 3600
+
+
+async def test_a_restart_of_the_task_rebuilds_into_fresh_state(
+    db_pool: asyncpg.Pool, btc: CandleSeries, btc_features: np.ndarray
+) -> None:
+    # The supervisor runs the same object again after a crash: the rebuild must not find its
+    # own earlier patterns and trades in memory.
+    await store_bars(db_pool, btc, 0, 1100)
+    ids = await insert_trades(db_pool, btc, btc_features, entries(400, 700, 9))
+    learning = service(db_pool)
+    await learning.rebuild()
+    await learning.learn_pass()
+    patterns = sorted(learning.library.pattern_ids())
+    await learning.rebuild()
+    assert sorted(learning.library.pattern_ids()) == patterns
+    assert len(learning.setups) == len(ids)
+    await learning.learn_pass()  # and it goes on
+    assert learning.stats.failed == 0
+
+
+async def test_a_trade_without_its_entry_state_is_explained_but_in_no_pattern(
+    db_pool: asyncpg.Pool, btc: CandleSeries, btc_features: np.ndarray
+) -> None:
+    await store_bars(db_pool, btc, 0, 1100)
+    ids = await insert_trades(db_pool, btc, btc_features, entries(400, 600, 10))
+    # An adopted order's position: the journal stores [0] for the state nobody decided on.
+    (orphan,) = await insert_trades(db_pool, btc, btc_features, [(450, 460)])
+    await db_pool.execute("UPDATE trade_memory SET entry_features = '{0}' WHERE id = $1", orphan)
+    learning = service(db_pool)
+    await learning.rebuild()
+    await learning.learn_pass()
+    assert await db_pool.fetchval("SELECT pattern_id FROM trade_memory WHERE id = $1", orphan) is None
+    assert await db_pool.fetchval("SELECT count(*) FROM trade_memory WHERE pattern_id IS NOT NULL") == len(
+        ids
+    )
+    assert (
+        await db_pool.fetchval(
+            "SELECT (SELECT count(*) FROM win_analysis WHERE trade_id = $1)"
+            " + (SELECT count(*) FROM loss_analysis WHERE trade_id = $1)",
+            orphan,
+        )
+        == 1
+    )
+    assert learning.stats.failed == 0

@@ -20,7 +20,7 @@ from huracan.core.candle import CandleSeries
 from huracan.memory.cluster import PrivateCluster
 from huracan.memory.database import create_pool
 from huracan.memory.migrate import apply_migrations, default_migrations_dir
-from huracan.memory.vectors import enable_pgvector, similar_before, vector_columns
+from huracan.memory.vectors import pgvector_available, prepare_pgvector, similar_before, vector_columns
 
 pytestmark = pytest.mark.db
 
@@ -70,7 +70,7 @@ async def _columns(pool: asyncpg.Pool) -> set[tuple[str, str]]:
 
 
 async def test_without_the_extension_nothing_is_added(db_pool: asyncpg.Pool) -> None:
-    assert await enable_pgvector(db_pool) is False
+    assert await pgvector_available(db_pool) is False
     assert await _columns(db_pool) == set()
 
 
@@ -79,27 +79,40 @@ async def test_with_pgvector_the_learning_task_asks_postgres_for_similar_setups(
     btc: CandleSeries,
     btc_features: np.ndarray,
 ) -> None:
-    assert await enable_pgvector(vector_pool) is True
-    assert await enable_pgvector(vector_pool) is True  # a second start changes nothing
+    assert await pgvector_available(vector_pool) is True
+    assert await pgvector_available(vector_pool) is True  # a second start changes nothing
     assert await _columns(vector_pool) == set(vector_columns())
 
     await store_bars(vector_pool, btc, 0, 1400)
     ids = await insert_trades(vector_pool, btc, btc_features, entries(400, 1000, 6))
     learning = service(vector_pool)
     await learning.rebuild()
+    assert learning._vectors is not None
+    await learning._vectors  # the background backfill and index builds
     assert learning.pgvector
     await learning.learn_pass()
 
-    # The generated columns follow the real[] ones: every learned trade and pattern has one.
-    assert await vector_pool.fetchval(
-        "SELECT count(*) FROM trade_memory WHERE entry_embedding_vec IS NOT NULL"
-    ) == len(ids)
-    assert await vector_pool.fetchval("SELECT count(*) FROM pattern_library WHERE centroid_vec IS NULL") == 0
+    # The learning task writes the vector twins with the real[] columns.
+    same = "SELECT count(*) FROM trade_memory WHERE entry_embedding_vec::real[] = entry_embedding"
+    assert await vector_pool.fetchval(same) == len(ids)
+    assert (
+        await vector_pool.fetchval(
+            "SELECT count(*) FROM pattern_library WHERE centroid_vec IS NULL OR centroid_vec::real[] <> centroid"
+        )
+        == 0
+    )
+    indexes = await vector_pool.fetchval("SELECT count(*) FROM pg_indexes WHERE indexdef LIKE '%USING hnsw%'")
+    assert indexes == 2
     explained = await vector_pool.fetchval(
         "SELECT (SELECT count(*) FROM win_analysis) + (SELECT count(*) FROM loss_analysis)"
     )
     assert explained > 0
     assert learning.stats.failed == 0
+
+    # Rows written before the extension came are backfilled.
+    await vector_pool.execute("UPDATE trade_memory SET entry_embedding_vec = NULL")
+    await prepare_pgvector(vector_pool)
+    assert await vector_pool.fetchval(same) == len(ids)
 
     # PostgreSQL's filtered k-nearest equals brute force over the trades exited by then.
     rows = await vector_pool.fetch(

@@ -89,6 +89,7 @@ def test_a_long_by_hand() -> None:
     assert post.missed_profit_bps == pytest.approx(291.2621, abs=1e-4)
     # 106 after the exit beats the hold window's 104
     assert post.optimal_exit_time_ms == T0 + 3 * HOUR
+    assert post.optimal_exit_price == 106.0
     # at the horizon 102.5 against the exit 103: -48.5 bps, below the exit cost of 20 / 2 = 10
     assert post.should_have_held is False
     # the hold window's 104 against 103: +97.1 bps, above 10
@@ -106,6 +107,7 @@ def test_a_short_by_hand() -> None:
     assert post.missed_profit_bps == pytest.approx(194.1748, abs=1e-4)
     # the hold window's low of 99 (bar 0) beats the 101 after the exit
     assert post.optimal_exit_time_ms == T0
+    assert post.optimal_exit_price == 99.0
     # at the horizon 102.5: -(102.5 / 103 - 1) x 10000 = +48.5 bps for a short, above 10
     assert post.should_have_held is True
     # 99 in the hold window: -(99 / 103 - 1) x 10000 = +388 bps

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -35,11 +36,18 @@ from huracan.memory.embedding import EntryEmbedder
 from huracan.memory.learning_store import Learned, LearningStore
 from huracan.memory.patterns import PatternLibrary, TradeOutcome
 from huracan.memory.setups import NearestSetups
-from huracan.memory.vectors import enable_pgvector, similar_before
+from huracan.memory.vectors import pgvector_available, prepare_pgvector, similar_before
 
 log = get_logger("huracan.analysis.learning")
 
 DAY_MS = 86_400_000
+# Trades per chunk of the start-up rebuild between two beats (and yields to the event loop).
+REBUILD_CHUNK = 20_000
+# Trades read per tracking step: a backlog is tracked over several passes.
+TRACK_PAGE = 2_000
+# A horizon still not covered this long after it passed (by the newest stored bar of any
+# symbol) never will be: the symbol left the universe or its bars are missing for good.
+GIVE_UP_AFTER_MS = 2 * 86_400_000
 # At stop, how long the last pass waits for the trading task to have written its last trades.
 UPSTREAM_WAIT_S = 10.0
 
@@ -52,6 +60,7 @@ class LearningStats:
     wins_analysed: int = 0
     losses_analysed: int = 0
     failed: int = 0
+    failed_passes: int = 0
     rebuilt_trades: int = 0
     rebuild_s: float = 0.0
     loss_reasons: dict[str, int] = field(default_factory=dict)
@@ -88,21 +97,23 @@ class LearningService:
         self.library = library if library is not None else PatternLibrary()
         self.stats = LearningStats()
         self.upstream_stopped = upstream_stopped
-        # Whether the server has pgvector: similar setups are then asked of PostgreSQL.
+        # Whether the pgvector columns are filled and indexed: similar setups are then asked of
+        # PostgreSQL. Prepared in the background (a backfill and index builds can take minutes).
         self.pgvector = False
+        self._vectors: asyncio.Task[None] | None = None
         # Trades below these ids need nothing more (tracked on every horizon, analysed).
         self.next_track_id = 0
         self.next_analysis_id = 0
-        # Counts for the analyzers' base win rate: every learned trade so far.
-        self.outcomes = [0, 0]  # [trades, wins]
+        self._beat: Callable[[], None] = lambda: None  # the liveness beat, once running
         # Trades whose analysis raised: logged once, retried by the next process.
         self.failed: set[int] = set()
 
     # --- the task ------------------------------------------------------------------------------
     async def run(self, ctx: ServiceContext) -> None:
-        await self.rebuild()
+        self._beat = ctx.beat
+        await self.rebuild()  # from the tables, into fresh state: a restart after a crash too
         while True:
-            await self.learn_pass()
+            await self._guarded_pass()
             ctx.beat()
             if await ctx.sleep(ctx.config.current.memory.learning_interval_s):
                 break
@@ -111,12 +122,41 @@ class LearningService:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(UPSTREAM_WAIT_S):
                     await self.upstream_stopped.wait()
-        await self.learn_pass()
+        await self._guarded_pass()
+        if self._vectors is not None and not self._vectors.done():
+            self._vectors.cancel()  # resumable: the next start backfills and builds what is left
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._vectors
+
+    async def _prepare_vectors(self) -> None:
+        try:
+            await prepare_pgvector(self.store.pool)
+        except Exception:
+            log.exception("pgvector preparation failed; similarity search stays in process")
+            return
+        self.pgvector = True
+
+    async def _guarded_pass(self) -> None:
+        """A pass whose failure (a database hiccup, a defect) is logged and retried at the next
+        interval: learning is never a reason to stop trading."""
+        try:
+            await self.learn_pass()
+        except Exception:
+            self.stats.failed_passes += 1
+            log.exception("learning pass failed; retrying at the next interval")
 
     async def rebuild(self) -> None:
-        """The library and the nearest-setups view from the stored trades and patterns."""
+        """The library and the nearest-setups view from the stored trades and patterns, into
+        fresh state (the setups object shared with the decision step is refilled in place)."""
         started = time.perf_counter()
-        self.pgvector = await enable_pgvector(self.store.pool)
+        self.library = PatternLibrary(radius=self.library.radius)
+        self.next_track_id = self.next_analysis_id = 0
+        self.failed.clear()
+        if self._vectors is None or self._vectors.done():
+            self.store.pgvector = self.pgvector = False
+            if await pgvector_available(self.store.pool):
+                self.store.pgvector = True  # written from now on; older rows are backfilled
+                self._vectors = asyncio.create_task(self._prepare_vectors(), name="pgvector-prepare")
         version = self.embedder.version
         forgotten = await self.store.forget_other_embeddings(version)
         if forgotten:
@@ -124,27 +164,34 @@ class LearningService:
         for pattern_id, centroid in await self.store.patterns(version):
             self.library.add_pattern(pattern_id, centroid)
         learned = await self.store.learned(version)
-        for trade in learned:
+        for i, trade in enumerate(learned):
             outcome = TradeOutcome(
                 trade.trade_id, trade.pnl_bps, trade.hold_ms, trade.exit_time_ms, trade.pnl_bps > 0
             )
-            self.library.record(trade.pattern_id, outcome, trade.embedding, move_centroid=False)
+            self.library.record(trade.pattern_id, outcome, None, move_centroid=False)
             if trade.penalty is not None:
                 self.library.record_penalty(trade.pattern_id, trade.trade_id, trade.penalty)
             if trade.best_move_bps is not None and trade.best_after_entry_ms is not None:
                 self.library.record_post_exit(
                     trade.pattern_id, trade.trade_id, trade.best_move_bps, trade.best_after_entry_ms
                 )
-            self.outcomes[0] += 1
-            self.outcomes[1] += trade.pnl_bps > 0
+            if i % REBUILD_CHUNK == REBUILD_CHUNK - 1:
+                self._beat()
+                await asyncio.sleep(0)
+        # The index over every trade is built off the event loop, then swapped in at once.
+        fresh = self.setups.empty_like()
         if learned:
-            self.setups.add_trades(
+            await asyncio.to_thread(
+                fresh.add_trades,
                 [t.trade_id for t in learned],
                 np.stack([t.embedding for t in learned]),
                 [t.pnl_bps for t in learned],
                 [t.pnl_bps > 0 for t in learned],
                 [1.0 - (t.penalty or 0.0) for t in learned],
+                exit_time_ms=[t.exit_time_ms for t in learned],
+                known_ms=[t.exit_time_ms + HORIZONS[ANALYSIS_HORIZON] for t in learned],
             )
+        self.setups.adopt(fresh)
         # Statistics are derived: write them once more in case the last process died between passes.
         await self.store.save_stats([self.library.stats(p) for p in self.library.pattern_ids()])
         self.stats.rebuilt_trades = len(learned)
@@ -155,6 +202,7 @@ class LearningService:
             trades=len(learned),
             seconds=round(self.stats.rebuild_s, 3),
             embedding=version,
+            pgvector=self.pgvector,
         )
 
     async def learn_pass(self) -> None:
@@ -162,12 +210,12 @@ class LearningService:
         drained = False
         while not drained:  # batch by batch; each awaits the database, so bars go on between
             drained = await self.learn_new()
+            self._beat()
         await self.track()
         await self.analyse()
-        # Below all three bounds every trade is learned, tracked to 4 h and analysed (or
-        # breakeven): later passes need not read them again.
-        bound = min(self.next_track_id, newest + 1, min(self.failed, default=newest + 1))
-        self.next_analysis_id = max(self.next_analysis_id, bound)
+        # Below both bounds every trade is learned, tracked to 4 h and analysed (or breakeven,
+        # or failed: those are retried by the next process): later passes skip them.
+        self.next_analysis_id = max(self.next_analysis_id, min(self.next_track_id, newest + 1))
 
     # --- the steps -----------------------------------------------------------------------------
     async def learn_new(self) -> bool:
@@ -194,9 +242,9 @@ class LearningService:
             hold_ms = trade.exit_time_ms - trade.entry_time_ms
             outcome = TradeOutcome(trade.trade_id, trade.pnl_bps, hold_ms, trade.exit_time_ms, trade.won)
             self.library.record(pattern_id, outcome, embedding)
-            self.setups.add_trade(trade.trade_id, embedding, trade.pnl_bps, trade.won)
-            self.outcomes[0] += 1
-            self.outcomes[1] += trade.won
+            self.setups.add_trade(
+                trade.trade_id, embedding, trade.pnl_bps, trade.won, exit_time_ms=trade.exit_time_ms
+            )
             touched.add(pattern_id)
             learned.append(Learned(trade.trade_id, embedding, exit_regime, pattern_id))
         await self.store.save_learned(learned, [self.library.stats(p) for p in sorted(touched)])
@@ -204,45 +252,52 @@ class LearningService:
         return len(trades) < self.batch
 
     async def track(self) -> None:
-        """Post-exit rows for every horizon whose bars are stored."""
+        """Post-exit rows for every horizon whose bars are stored (a page of trades a pass)."""
         newest = await self.store.max_trade_id()
-        pending = await self.store.untracked(self.next_track_id, self.horizons)
+        pending = await self.store.untracked(self.next_track_id, self.horizons, TRACK_PAGE)
         latest: dict[str, int | None] = {}
         for symbol in {t.symbol for t, _ in pending}:
             latest[symbol] = await self.store.latest_bar_ms(symbol, self.timeframe)
+        newest_bar = max((v for v in latest.values() if v is not None), default=None)
         due: list[tuple[TradeFacts, list[str]]] = []
+        settled: dict[int, int] = {}  # horizons settled without a row: given up
         for trade, missing in pending:
             covered = latest[trade.symbol]
-            ready = [
-                h
-                for h in missing
-                if covered is not None and covered + self.step_ms >= trade.exit_time_ms + HORIZONS[h]
-            ]
+            ready = []
+            for h in missing:
+                end = trade.exit_time_ms + HORIZONS[h]
+                if covered is not None and covered + self.step_ms >= end:
+                    ready.append(h)
+                elif newest_bar is not None and newest_bar - end > GIVE_UP_AFTER_MS:
+                    settled[trade.trade_id] = settled.get(trade.trade_id, 0) + 1
             if ready:
                 due.append((trade, ready))
         rows: list[tuple[int, PostExit]] = []
-        done: set[int] = set()
         if due:
             series = await self._series(
                 [t for t, _ in due], before_ms=DAY_MS, after_ms=max(HORIZONS.values())
             )
-            wanted = {t.trade_id: len(m) for t, m in pending}
-            for trade, ready in due:
+            for i, (trade, ready) in enumerate(due):
                 bars = series[trade.symbol]
-                settled = 0
                 for horizon in ready:
                     tracked = track_post_exit(trade, bars, horizon, self.step_ms)
                     if tracked is not None:
                         rows.append((trade.trade_id, tracked))
-                    # Covered yet untrackable: the venue's data has a hole over the whole
-                    # window. Nothing to record, and nothing to wait for in this process.
-                    settled += tracked is not None or horizon_covered(trade, bars, horizon, self.step_ms)
-                if settled == wanted[trade.trade_id]:
-                    done.add(trade.trade_id)
+                    # Covered yet untrackable (the data has a hole over the whole window), or
+                    # tracked: either way nothing more to wait for.
+                    if tracked is not None or horizon_covered(trade, bars, horizon, self.step_ms):
+                        settled[trade.trade_id] = settled.get(trade.trade_id, 0) + 1
+                if i % 200 == 199:
+                    await asyncio.sleep(0)
             await self.store.save_post_exit(rows)
             self.stats.tracked += len(rows)
-        remaining = [t.trade_id for t, _ in pending if t.trade_id not in done]
-        self.next_track_id = min(remaining) if remaining else max(self.next_track_id, newest + 1)
+        remaining = [t.trade_id for t, m in pending if settled.get(t.trade_id, 0) < len(m)]
+        if remaining:
+            self.next_track_id = min(remaining)
+        elif len(pending) == TRACK_PAGE:  # a full page, all settled: the next page follows it
+            self.next_track_id = pending[-1][0].trade_id + 1
+        else:
+            self.next_track_id = max(self.next_track_id, newest + 1)
 
     async def analyse(self) -> None:
         """Win and loss analyses of the learned trades whose analysis horizon is tracked."""
@@ -266,15 +321,21 @@ class LearningService:
                 self.stats.failed += 1
                 log.error("trade analysis failed", trade_id=trade.trade_id, error=repr(exc))
                 continue
-            touched.add(pattern_id)
+            if pattern_id is not None:
+                touched.add(pattern_id)
         await self.store.save_stats([self.library.stats(p) for p in sorted(touched)])
 
-    async def _analyse_one(self, trade: TradeFacts, pattern_id: int, series: CandleSeries) -> None:
+    async def _analyse_one(self, trade: TradeFacts, pattern_id: int | None, series: CandleSeries) -> None:
+        """pattern_id None: a trade without the entry state (an adopted order's position) is
+        explained without similar setups and teaches no pattern."""
+        if len(trade.entry_features) < MARKET_WIDTH:  # unknown features, not zeros: attribution skips NaN
+            trade = dataclasses.replace(trade, entry_features=np.full(MARKET_WIDTH, np.nan))
         post = track_post_exit(trade, series, ANALYSIS_HORIZON, self.step_ms)
-        similar = await self._similar(trade)
-        if post is not None:
+        similar = await self._similar(trade) if pattern_id is not None else SimilarSetups.empty(MARKET_WIDTH)
+        if post is not None and pattern_id is not None:
+            # The best move from entry through the horizon, the hold window included.
             best_move = max(
-                trade.gross_move_bps, favourable_bps(trade.sign, trade.entry_price, post.best_price)
+                trade.gross_move_bps, favourable_bps(trade.sign, trade.entry_price, post.optimal_exit_price)
             )
             best_at = (
                 post.optimal_exit_time_ms if post.optimal_exit_time_ms is not None else post.best_price_at_ms
@@ -284,15 +345,19 @@ class LearningService:
                 pattern_id, trade.trade_id, best_move, max(0, best_at - trade.entry_time_ms)
             )
         if trade.won:
-            base = self.outcomes[1] / self.outcomes[0] if self.outcomes[0] else 0.5
-            win = analyze_win(trade, series, post, similar, base, self.step_ms)
+            # The base rate of what had exited by the entry: no later trade judges this one.
+            base = self.setups.base_win_rate(trade.entry_time_ms)
+            win = analyze_win(trade, series, post, similar, 0.5 if base is None else base, self.step_ms)
             await self.store.save_win(trade.trade_id, win)
             self.stats.wins_analysed += 1
             return
         loss = analyze_loss(trade, series, post, similar, self.step_ms)
         await self.store.save_loss(trade, loss)
-        self.library.record_penalty(pattern_id, trade.trade_id, loss.confidence_penalty)
-        self.setups.set_weight(trade.trade_id, 1.0 - loss.confidence_penalty)
+        if pattern_id is not None:
+            self.library.record_penalty(pattern_id, trade.trade_id, loss.confidence_penalty)
+            # Known from the analysis horizon on: a bar before it saw the trade at full weight.
+            known_ms = trade.exit_time_ms + HORIZONS[ANALYSIS_HORIZON]
+            self.setups.set_weight(trade.trade_id, 1.0 - loss.confidence_penalty, known_ms)
         self.stats.losses_analysed += 1
         reasons = self.stats.loss_reasons
         reasons[loss.primary_failure_reason] = reasons.get(loss.primary_failure_reason, 0) + 1
@@ -305,10 +370,9 @@ class LearningService:
                 self.store.pool, embedding, trade.entry_time_ms, self.neighbours, exclude=trade.trade_id
             )
             known = [(won, pnl, features) for _, won, pnl, features in found]
-        else:  # in process: the nearest three k, of which those that had exited
-            ids, _ = self.setups.similar(embedding, 3 * self.neighbours)
-            ids = ids[ids != trade.trade_id]
-            known = (await self.store.outcomes(ids.tolist(), trade.entry_time_ms))[: self.neighbours]
+        else:  # in process, among the trades that had exited by the entry
+            ids, _ = self.setups.similar(embedding, self.neighbours, before_ms=trade.entry_time_ms)
+            known = await self.store.outcomes(ids[ids != trade.trade_id].tolist(), trade.entry_time_ms)
         if not known:
             return SimilarSetups.empty(MARKET_WIDTH)
         return SimilarSetups(

@@ -99,6 +99,7 @@ class PostExit:
     worst_price_at_ms: int
     missed_profit_bps: float  # >= 0: favourable move from the exit price to the best price
     optimal_exit_time_ms: int | None  # when exiting would have paid most, entry..horizon
+    optimal_exit_price: float  # the best price for the trade's direction, entry..horizon
     should_have_held: bool
     should_have_exited_earlier: bool
 
@@ -118,9 +119,9 @@ def track_post_exit(
     exit_cost_bps = trade.fees_bps / 2.0
     at_horizon = float(after.close[-1])
     held = extremes(hold_window(trade, candles, timeframe_ms), trade.sign)
-    optimal_at = post.best_at_ms
+    optimal_at, optimal_price = post.best_at_ms, post.best_price
     if held is not None and trade.sign * held.best_price >= trade.sign * post.best_price:
-        optimal_at = held.best_at_ms  # the earlier bar wins a tie
+        optimal_at, optimal_price = held.best_at_ms, held.best_price  # the earlier bar wins a tie
     return PostExit(
         horizon=horizon,
         horizon_time_ms=trade.exit_time_ms + _horizon_ms(horizon),
@@ -131,6 +132,7 @@ def track_post_exit(
         worst_price_at_ms=post.worst_at_ms,
         missed_profit_bps=max(0.0, favourable_bps(trade.sign, trade.exit_price, post.best_price)),
         optimal_exit_time_ms=optimal_at,
+        optimal_exit_price=optimal_price,
         should_have_held=favourable_bps(trade.sign, trade.exit_price, at_horizon) > exit_cost_bps,
         should_have_exited_earlier=(
             held is not None and favourable_bps(trade.sign, trade.exit_price, held.best_price) > exit_cost_bps

@@ -25,6 +25,7 @@ from huracan.analysis.losses import LossAnalysis
 from huracan.analysis.post_exit import PostExit
 from huracan.analysis.trades import ANALYSIS_HORIZON, TradeFacts
 from huracan.analysis.wins import WinAnalysis
+from huracan.features.schema import MARKET_WIDTH
 from huracan.memory.candles import ms_to_datetime
 from huracan.memory.patterns import PatternStats
 
@@ -40,7 +41,8 @@ _FACTS = f"""
 
 _UNANALYSED = f"""
     {_FACTS.replace("SELECT t.id,", "SELECT t.pattern_id, t.id,")}
-    WHERE t.exchange = $1 AND t.id >= $2 AND t.pattern_id IS NOT NULL AND t.pnl_quote <> 0
+    WHERE t.exchange = $1 AND t.id >= $2 AND t.pnl_quote <> 0
+      AND (t.pattern_id IS NOT NULL OR cardinality(t.entry_features) < $4)
       AND EXISTS (SELECT 1 FROM post_exit_tracking e WHERE e.trade_id = t.id AND e.horizon = $3)
       AND NOT EXISTS (SELECT 1 FROM win_analysis w WHERE w.trade_id = t.id)
       AND NOT EXISTS (SELECT 1 FROM loss_analysis l WHERE l.trade_id = t.id)
@@ -114,19 +116,26 @@ class LearningStore:
     def __init__(self, pool: asyncpg.Pool, *, exchange: str) -> None:
         self.pool = pool
         self.exchange = exchange
+        # Set when the pgvector columns exist (memory/vectors.py): writes fill them too.
+        self.pgvector = False
 
     # --- the queues ----------------------------------------------------------------------------
     async def unlearned(self, limit: int) -> list[TradeFacts]:
         """Closed trades not yet in a pattern, oldest exit first (pattern statistics are kept in
-        exit order)."""
+        exit order). A trade without the entry state (a position of an adopted order: the
+        journal stores [0]) has nothing to embed: it is analysed, never put in a pattern."""
         rows = await self.pool.fetch(
-            _FACTS + " WHERE t.exchange = $1 AND t.pattern_id IS NULL ORDER BY t.exit_time, t.id LIMIT $2",
+            _FACTS + " WHERE t.exchange = $1 AND t.pattern_id IS NULL AND cardinality(t.entry_features) >= $3"
+            " ORDER BY t.exit_time, t.id LIMIT $2",
             self.exchange,
             limit,
+            MARKET_WIDTH,
         )
         return [trade_facts(r) for r in rows]
 
-    async def untracked(self, from_id: int, horizons: Sequence[str]) -> list[tuple[TradeFacts, list[str]]]:
+    async def untracked(
+        self, from_id: int, horizons: Sequence[str], limit: int
+    ) -> list[tuple[TradeFacts, list[str]]]:
         """Trades from id `from_id` on with horizons still missing, each with the missing ones."""
         rows = await self.pool.fetch(
             f"""
@@ -135,15 +144,16 @@ class LearningStore:
                                   WHERE NOT EXISTS (SELECT 1 FROM post_exit_tracking e
                                                     WHERE e.trade_id = f.id AND e.horizon = h)) AS missing
                 FROM ({_FACTS} WHERE t.exchange = $1 AND t.id >= $2) f
-            ) m WHERE cardinality(missing) > 0 ORDER BY id
+            ) m WHERE cardinality(missing) > 0 ORDER BY id LIMIT $4
             """,  # noqa: S608
             self.exchange,
             from_id,
             list(horizons),
+            limit,
         )
         return [(trade_facts(r), list(r["missing"])) for r in rows]
 
-    async def unanalysed(self, from_id: int) -> list[tuple[TradeFacts, int]]:
+    async def unanalysed(self, from_id: int) -> list[tuple[TradeFacts, int | None]]:
         """Learned trades from id `from_id` on whose analysis horizon is tracked and that have no
         analysis yet. Breakeven trades are neither wins nor losses and are never analysed."""
         rows = await self.pool.fetch(
@@ -151,13 +161,13 @@ class LearningStore:
             self.exchange,
             from_id,
             ANALYSIS_HORIZON,
+            MARKET_WIDTH,
         )
         return [(trade_facts(tuple(r)[1:]), r[0]) for r in rows]
 
     async def max_trade_id(self) -> int:
-        value = await self.pool.fetchval(
-            "SELECT coalesce(max(id), 0) FROM trade_memory WHERE exchange = $1", self.exchange
-        )
+        # Every exchange's: a valid bound for the watermarks, and one step down the primary key.
+        value = await self.pool.fetchval("SELECT coalesce(max(id), 0) FROM trade_memory")
         return int(value)
 
     async def latest_bar_ms(self, symbol: str, timeframe: str) -> int | None:
@@ -194,13 +204,23 @@ class LearningStore:
     async def forget_other_embeddings(self, embedding_version: str) -> int:
         """Trades in patterns of another embedding basis go back to the queue: their pattern's
         centroid means nothing in this basis. The old patterns stay, as history."""
-        status = await self.pool.execute(
-            """
-            UPDATE trade_memory SET pattern_id = NULL, entry_embedding = NULL
-            WHERE pattern_id IN (SELECT pattern_id FROM pattern_library WHERE embedding_version <> $1)
-            """,
-            embedding_version,
-        )
+        async with self.pool.acquire() as conn, conn.transaction():
+            status = await conn.execute(
+                """
+                UPDATE trade_memory SET pattern_id = NULL, entry_embedding = NULL
+                WHERE pattern_id IN (SELECT pattern_id FROM pattern_library WHERE embedding_version <> $1)
+                """,
+                embedding_version,
+            )
+            # Their statistics described trades they no longer hold.
+            await conn.execute(
+                """
+                UPDATE pattern_library SET occurrences = 0, wins = 0, losses = 0, win_rate = 0,
+                       reliability = 0, sample_adequate = false, updated_at = now()
+                WHERE embedding_version <> $1 AND occurrences > 0
+                """,
+                embedding_version,
+            )
         return int(status.split()[-1])
 
     async def learned(self, embedding_version: str) -> list[LearnedTrade]:
@@ -209,8 +229,10 @@ class LearningStore:
             SELECT t.id, t.pattern_id, t.entry_embedding, t.pnl_bps,
                    (extract(epoch FROM t.hold_duration) * 1000)::bigint, {_MS.format("t.exit_time")},
                    l.confidence_penalty,
-                   (CASE WHEN t.direction = 'long' THEN greatest(e.best_price / t.entry_price, t.exit_price / t.entry_price) - 1
-                         ELSE 1 - least(e.best_price / t.entry_price, t.exit_price / t.entry_price) END * 10000)::float8,
+(CASE WHEN t.direction = 'long'
+                         THEN greatest(e.optimal_exit_price / t.entry_price, t.exit_price / t.entry_price) - 1
+                         ELSE 1 - least(e.optimal_exit_price / t.entry_price, t.exit_price / t.entry_price)
+                    END * 10000)::float8,
                    greatest(0, {_MS.format("coalesce(e.optimal_exit_time, e.best_price_at)")}
                                - {_MS.format("t.entry_time")})
             FROM trade_memory t
@@ -241,8 +263,13 @@ class LearningStore:
     async def new_pattern(
         self, centroid: npt.NDArray[np.float32], embedding_version: str, regime: str
     ) -> int:
+        vec = (
+            ", centroid_vec) VALUES ($1, $2, $3, $1::real[]::vector)"
+            if self.pgvector
+            else ") VALUES ($1, $2, $3)"
+        )
         value = await self.pool.fetchval(
-            "INSERT INTO pattern_library (centroid, regime, embedding_version) VALUES ($1, $2, $3) RETURNING pattern_id",
+            f"INSERT INTO pattern_library (centroid, regime, embedding_version{vec} RETURNING pattern_id",
             centroid.tolist(),
             regime,
             embedding_version,
@@ -254,9 +281,9 @@ class LearningStore:
         one transaction (statistics are derived from the trades: a crash between passes loses
         nothing that the start-up rebuild does not recompute)."""
         async with self.pool.acquire() as conn, conn.transaction():
+            vec = ", entry_embedding_vec = $2::real[]::vector" if self.pgvector else ""
             await conn.executemany(
-                "UPDATE trade_memory SET entry_embedding = $2, exit_regime = coalesce($3, exit_regime), "
-                "pattern_id = $4 WHERE id = $1",
+                f"UPDATE trade_memory SET entry_embedding = $2, exit_regime = coalesce($3, exit_regime), pattern_id = $4{vec} WHERE id = $1",  # noqa: S608 (one of two literals)
                 [(x.trade_id, x.embedding.tolist(), x.exit_regime, x.pattern_id) for x in learned],
             )
             await self._save_stats(conn, stats)
@@ -265,16 +292,16 @@ class LearningStore:
         async with self.pool.acquire() as conn, conn.transaction():
             await self._save_stats(conn, stats)
 
-    @staticmethod
-    async def _save_stats(conn: asyncpg.Connection, stats: Iterable[PatternStats]) -> None:
+    async def _save_stats(self, conn: asyncpg.Connection, stats: Iterable[PatternStats]) -> None:
+        vec = "centroid_vec = $2::real[]::vector, " if self.pgvector else ""
         await conn.executemany(
-            """
-            UPDATE pattern_library SET centroid = $2, occurrences = $3, wins = $4, losses = $5, win_rate = $6,
+            f"""
+            UPDATE pattern_library SET {vec}centroid = $2, occurrences = $3, wins = $4, losses = $5, win_rate = $6,
                    avg_profit_bps = $7, avg_hold = $8, sharpe = $9, max_drawdown_bps = $10, profit_factor = $11,
                    reliability = $12, sample_adequate = $13, optimal_size_multiplier = $14,
                    optimal_exit_threshold = $15, confidence_penalty = $16, optimal_hold = $17, updated_at = now()
             WHERE pattern_id = $1
-            """,
+            """,  # noqa: S608 (one of two literals)
             [
                 (
                     s.pattern_id,
@@ -305,8 +332,8 @@ class LearningStore:
             """
             INSERT INTO post_exit_tracking (trade_id, horizon, horizon_time, price_at_horizon, best_price,
                 best_price_at, worst_price, worst_price_at, missed_profit_bps, optimal_exit_time,
-                should_have_held, should_have_exited_earlier)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+                should_have_held, should_have_exited_earlier, optimal_exit_price)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
             ON CONFLICT (trade_id, horizon) DO NOTHING
             """,
             [
@@ -323,6 +350,7 @@ class LearningStore:
                     None if p.optimal_exit_time_ms is None else ms_to_datetime(p.optimal_exit_time_ms),
                     p.should_have_held,
                     p.should_have_exited_earlier,
+                    Decimal(repr(p.optimal_exit_price)),
                 )
                 for trade_id, p in rows
             ],

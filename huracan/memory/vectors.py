@@ -1,11 +1,11 @@
 """pgvector, used when the server has it and never required.
 
 With the `vector` extension available (and the right to create it), the entry embeddings of
-`trade_memory` and the centroids of `pattern_library` get a `vector` twin: a generated column
-computed by PostgreSQL from the `real[]` column, so no write path changes and the two can never
-disagree, with an HNSW index. The learning task then asks PostgreSQL for a losing or winning
-trade's similar setups that had exited before its entry (a filtered k-nearest query), and a user
-can ask psql for the trades most like one:
+`trade_memory` and the centroids of `pattern_library` get a `vector` twin column with an HNSW
+index. The learning task writes both in the same statement; `prepare_pgvector` backfills rows
+written before. The learning task then asks PostgreSQL for a trade's similar setups that had
+exited before its entry (a filtered k-nearest query), and a user can ask psql for the trades
+most like one:
 
     SELECT id, symbol, pnl_bps FROM trade_memory
     ORDER BY entry_embedding_vec <-> (SELECT entry_embedding_vec FROM trade_memory WHERE id = 42)
@@ -13,13 +13,14 @@ can ask psql for the trades most like one:
 
 Without the extension (the Debian PostgreSQL 15 of these machines has none) nothing is added and
 the in-process index (setups.py) answers everything. The columns are added at run time, not by a
-migration, because the extension may be installed on the server after the migrations ran; adding
-a generated column rewrites the table once, under its lock, at the learning task's start-up.
+migration, because the extension may be installed after the migrations ran. Nothing here holds
+a table lock for long: the columns are added without a default (no rewrite), the backfill goes
+in batches and the indexes are built CONCURRENTLY, so trading writes go on meanwhile.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import asyncpg
 import numpy as np
@@ -31,44 +32,66 @@ from huracan.memory.embedding import EMBEDDING_DIM
 
 log = get_logger("huracan.memory.vectors")
 
+# (table, vector column, real[] source, key)
 _COLUMNS = (
-    ("trade_memory", "entry_embedding_vec", "entry_embedding"),
-    ("pattern_library", "centroid_vec", "centroid"),
+    ("trade_memory", "entry_embedding_vec", "entry_embedding", "id"),
+    ("pattern_library", "centroid_vec", "centroid", "pattern_id"),
 )
+BACKFILL_BATCH = 5_000
+# An index build over a million rows takes minutes, not the pool's command timeout.
+INDEX_TIMEOUT_S = 3_600.0
 
 
-async def enable_pgvector(pool: asyncpg.Pool) -> bool:
-    """Create the extension and the vector columns and indexes if the server offers pgvector;
-    True when they are in place. Idempotent; never raises for a server without pgvector."""
-    available = await pool.fetchval(
-        "SELECT default_version FROM pg_available_extensions WHERE name = 'vector'"
-    )
-    if available is None:
+async def pgvector_available(pool: asyncpg.Pool) -> bool:
+    """Whether the server offers the extension and it is (or may be) created in this database."""
+    if await pool.fetchval("SELECT 1 FROM pg_available_extensions WHERE name = 'vector'") is None:
         log.info("pgvector not available on this server; similarity search stays in process")
         return False
-    async with pool.acquire() as conn:
-        try:
-            await conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
-        except asyncpg.InsufficientPrivilegeError as exc:
-            log.warning(
-                "pgvector is installed but this role may not create it; continuing without", error=str(exc)
+    try:
+        await pool.execute("CREATE EXTENSION IF NOT EXISTS vector")
+    except asyncpg.InsufficientPrivilegeError as exc:
+        log.warning(
+            "pgvector is installed but this role may not create it; continuing without", error=str(exc)
+        )
+        return False
+    for table, column, _, _ in _COLUMNS:
+        # Names are the constants above. No default: adding the column rewrites nothing.
+        await pool.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} vector({EMBEDDING_DIM})")
+    return True
+
+
+async def prepare_pgvector(pool: asyncpg.Pool, beat: Callable[[], None] = lambda: None) -> None:
+    """Backfill the vector columns and build their HNSW indexes; idempotent and resumable (an
+    interrupted concurrent build leaves an invalid index, which is dropped and built again)."""
+    for table, column, source, key in _COLUMNS:
+        while True:
+            status = await pool.execute(
+                f"""
+                UPDATE {table} SET {column} = {source}::vector({EMBEDDING_DIM})
+                WHERE {key} IN (SELECT {key} FROM {table} WHERE {column} IS NULL AND {source} IS NOT NULL
+                                  AND cardinality({source}) = {EMBEDDING_DIM} LIMIT {BACKFILL_BATCH})
+                """  # noqa: S608 (constant names only)
             )
-            return False
-        for table, column, source in _COLUMNS:
-            # Table and column names are the constants above; the dimension is ours.
-            await conn.execute(
-                f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} vector({EMBEDDING_DIM}) "
-                f"GENERATED ALWAYS AS (CASE WHEN cardinality({source}) = {EMBEDDING_DIM} "
-                f"THEN {source}::vector({EMBEDDING_DIM}) END) STORED"
-            )
+            beat()
+            if int(status.split()[-1]) < BACKFILL_BATCH:
+                break
+        index = f"{table}_{column}_hnsw_idx"
+        valid = await pool.fetchval(
+            "SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid WHERE c.relname = $1",
+            index,
+        )
+        if valid is False:
+            await pool.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {index}", timeout=INDEX_TIMEOUT_S)
+        if valid is not True:
             try:
-                await conn.execute(
-                    f"CREATE INDEX IF NOT EXISTS {table}_{column}_hnsw_idx ON {table} USING hnsw ({column} vector_l2_ops)"
+                await pool.execute(
+                    f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {index} ON {table} USING hnsw ({column} vector_l2_ops)",
+                    timeout=INDEX_TIMEOUT_S,
                 )
             except asyncpg.UndefinedObjectError:  # pgvector before 0.5 has no HNSW: exact scans
                 log.warning("this pgvector has no HNSW index; similarity queries scan", table=table)
-    log.info("pgvector in use for similarity queries", version=available)
-    return True
+        beat()
+    log.info("pgvector columns and indexes ready")
 
 
 async def similar_before(
@@ -95,5 +118,5 @@ async def similar_before(
 
 
 def vector_columns() -> Sequence[tuple[str, str]]:
-    """(table, column) of the columns enable_pgvector adds."""
-    return [(table, column) for table, column, _ in _COLUMNS]
+    """(table, column) of the columns pgvector_available adds."""
+    return [(table, column) for table, column, _, _ in _COLUMNS]
