@@ -27,8 +27,10 @@ from huracan.features.market import Ohlcv, compute_market_features
 from huracan.market.candle_files import find_candle_files, read_candle_file
 from huracan.memory.embedding import EMBEDDING_DIM, EntryEmbedder
 from huracan.memory.pattern_index import PatternIndex
+from huracan.memory.setups import INDEX_PROBE, NearestSetups
 
 GOAL_P99_MS = 1.0
+VIEW_SYMBOLS = 20
 K = 20
 END_2022_MS = 1_672_531_200_000
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "candles"
@@ -66,16 +68,39 @@ def exact(vectors: np.ndarray, norms: np.ndarray, query: np.ndarray) -> np.ndarr
     return ranked
 
 
+def agent_view(
+    embedder: EntryEmbedder, patterns: np.ndarray, query_states: np.ndarray, rng: np.random.Generator
+) -> np.ndarray:
+    """p50 and p99 (ms) of the decision step's pattern-memory call: the figures of the nearest
+    past trades for VIEW_SYMBOLS market rows at once, every trade in the past (live)."""
+    setups = NearestSetups(embedder, k=K)
+    n = len(patterns)
+    pnl = rng.normal(0.0, 80.0, n)
+    setups.add_trades(np.arange(n), patterns, pnl, pnl > 0, exit_time_ms=np.zeros(n, dtype=np.int64))
+    symbols = [f"S{i}/USDT" for i in range(VIEW_SYMBOLS)]
+    times = []
+    for start in range(0, len(query_states) - VIEW_SYMBOLS + 1, VIEW_SYMBOLS):
+        rows = query_states[start : start + VIEW_SYMBOLS]
+        t0 = time.perf_counter()
+        setups.nearest_setups(symbols, rows, 1)
+        times.append(time.perf_counter() - t0)
+    percentiles: np.ndarray = np.percentile(np.array(times) * 1e3, [50, 99])
+    return percentiles
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--patterns", type=int, default=100_000)
     parser.add_argument("--queries", type=int, default=2_000)
     parser.add_argument("--probe", type=int, default=16, help="cells searched per query (of 256)")
     args = parser.parse_args()
-    vectors = EntryEmbedder.default().embed(market_states(args.patterns + args.queries))
+    embedder = EntryEmbedder.default()
+    states = market_states(args.patterns + args.queries)
+    vectors = embedder.embed(states)
     rng = np.random.default_rng(0)
     order = rng.permutation(len(vectors))
     patterns, queries = vectors[order[: args.patterns]], vectors[order[args.patterns :][: args.queries]]
+    query_states = states[order[args.patterns :][: args.queries]]
     started = time.perf_counter()
     index = PatternIndex(EMBEDDING_DIM, probe=args.probe)
     index.build(np.arange(args.patterns), patterns)
@@ -101,6 +126,11 @@ def main() -> None:
     print(f"{'figure':<10}{'exact (reference)':>20}{'index':>10}{'ratio':>8}")
     for label, r, o in (("p50, ms", p_ref[0], p_ours[0]), ("p99, ms", p_ref[1], p_ours[1])):
         print(f"{label:<10}{r:>20.3f}{o:>10.3f}{o / r:>8.2f}")
+    view = agent_view(embedder, patterns, query_states, rng)
+    print(
+        f"the agent's view (setups.py, {VIEW_SYMBOLS} symbols a bar, {args.patterns:,} past trades, "
+        f"{INDEX_PROBE} probed): p50 {view[0]:.3f} ms, p99 {view[1]:.3f} ms"
+    )
     met = bool(p_ours[1] <= GOAL_P99_MS)
     print(
         f"recall of the exact 20: {np.mean(recall):.3f}; goal p99 <= {GOAL_P99_MS} ms: {'pass' if met else 'MISS'}"
@@ -119,6 +149,9 @@ def main() -> None:
         "build_s": round(build_s, 2),
         "cells": index.cells,
         "probe": index.probe,
+        "view_symbols": VIEW_SYMBOLS,
+        "view_p50_ms": round(float(view[0]), 4),
+        "view_p99_ms": round(float(view[1]), 4),
         "goal_p99_ms": GOAL_P99_MS,
         "goal_met": met,
         "cpus": os.cpu_count(),
