@@ -5,6 +5,7 @@ The `btc` and `btc_features` fixtures are conftest.py's."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from decimal import Decimal
 
@@ -13,7 +14,11 @@ import numpy as np
 import pytest
 
 from huracan.analysis.learning import LearningService
+from huracan.config import HuracanConfig
+from huracan.config.sections import MemorySettings
 from huracan.core.candle import CandleSeries
+from huracan.daemon.service import Liveness, RunningConfig, ServiceContext
+from huracan.execution.positions import ClosedTrade, EntryContext
 from huracan.features.market import regime_names
 from huracan.memory.candles import CandleStore, ms_to_datetime
 from huracan.memory.embedding import EntryEmbedder
@@ -132,6 +137,15 @@ async def test_a_pass_learns_tracks_and_explains_every_closed_trade(
     )
     assert explained == with_4h > 0
     assert learning.stats.failed == 0
+    # A win's pattern evidence: its pattern's trades that had exited by its entry, itself excluded.
+    wrong = await db_pool.fetchval(
+        """
+        SELECT count(*) FROM win_analysis w JOIN trade_memory t ON t.id = w.trade_id
+        WHERE w.pattern_occurrences <> (SELECT count(*) FROM trade_memory o WHERE o.pattern_id = t.pattern_id
+                                        AND o.exit_time <= t.entry_time AND o.id <> t.id)
+        """
+    )
+    assert wrong == 0
 
     # Nothing more to do: a third pass writes nothing.
     before = await counts(db_pool)
@@ -244,3 +258,84 @@ async def test_a_trade_without_its_entry_state_is_explained_but_in_no_pattern(
         == 1
     )
     assert learning.stats.failed == 0
+
+
+def closed_trade(btc: CandleSeries, btc_features: np.ndarray, i: int, j: int) -> ClosedTrade:
+    """A long closed as insert_trades writes it: entered at bar i's close, left at bar j's."""
+    entry, exit_ = Decimal(repr(float(btc.close[i]))), Decimal(repr(float(btc.close[j])))
+    quantity = Decimal("0.01")
+    fees = Decimal(repr(FEE)) * quantity * (entry + exit_)
+    pnl = quantity * (exit_ - entry) - fees
+    return ClosedTrade(
+        symbol=BTC,
+        entry=EntryContext(
+            model_version="test-model",
+            confidence=0.6,
+            size_multiplier=1.0,
+            reference_price=entry,
+            features=(*btc_features[i].tolist(), *([0.0] * 10)),
+        ),
+        entry_time_ms=int(btc.open_time_ms[i]) + STEP,
+        exit_time_ms=int(btc.open_time_ms[j]) + STEP,
+        entry_price=entry,
+        exit_price=exit_,
+        quantity=quantity,
+        pnl_quote=pnl,
+        fees_quote=fees,
+        pnl_bps=float(pnl / (quantity * entry) * 10_000),
+        slippage_bps=1.5,
+        exit_reason="signal",
+        position_id=None,
+        exit_order_id=None,
+    )
+
+
+async def test_a_trade_handed_over_at_its_close_is_seen_at_once_and_keeps_its_place(
+    db_pool: asyncpg.Pool, btc: CandleSeries, btc_features: np.ndarray
+) -> None:
+    await store_bars(db_pool, btc, 0, 700)
+    learning = service(db_pool)
+    await learning.rebuild()
+    closed = closed_trade(btc, btc_features, 500, 510)
+    exit_ms = closed.exit_time_ms
+    learning.note_closed(closed)
+    row = btc_features[520:521]
+    # Visible to a bar closing after the exit, not to one closing at it.
+    assert learning.setups.nearest_setups([BTC], row, exit_ms + STEP)[0, 2] > 0
+    assert learning.setups.nearest_setups([BTC], row, exit_ms)[0, 2] == 0
+    # Its row (same times) is learned later: the same entry, now under its id.
+    (trade_id,) = await insert_trades(db_pool, btc, btc_features, [(500, 510)])
+    await learning.learn_pass()
+    assert len(learning.setups) == 1
+    ids, _ = learning.setups.similar(learning.embedder.embed(btc_features[500:501])[0], 1)
+    assert ids.tolist() == [trade_id]
+
+
+async def test_a_replay_bar_waits_for_the_loss_penalties_it_would_know(
+    db_pool: asyncpg.Pool, btc: CandleSeries, btc_features: np.ndarray
+) -> None:
+    i = next(i for i in range(450, 600) if btc.close[i + 10] < btc.close[i] * 0.995)  # a clear loss
+    await store_bars(db_pool, btc, 0, i + 10 + 60)  # 5 h of bars after the exit
+    learning = service(db_pool)
+    # A 60 s interval: only the waiting bar's call can bring the pass in time.
+    config = HuracanConfig(memory=MemorySettings(learning_interval_s=60.0))
+    ctx = ServiceContext("learning", RunningConfig(config), asyncio.Event(), Liveness())
+    running = asyncio.create_task(learning.run(ctx))
+    try:
+        async with learning._passed:  # the rebuild and the first pass, then the 60 s wait
+            await asyncio.wait_for(learning._passed.wait(), 10)
+        closed = closed_trade(btc, btc_features, i, i + 10)
+        learning.note_closed(closed)
+        await insert_trades(db_pool, btc, btc_features, [(i, i + 10)])
+        known = closed.exit_time_ms + 4 * 3_600_000
+        row = btc_features[i + 60 : i + 61]
+        unpenalised = learning.setups.nearest_setups([BTC], row, known)
+        assert learning.handover.due_before(known + 1)
+        await asyncio.wait_for(learning.ready_for(known + 1), 10)
+        assert not learning.handover.due_before(known + 1)
+        assert await db_pool.fetchval("SELECT count(*) FROM loss_analysis") == 1
+        # From then on the view weighs the trade by 1 - its penalty: less reliable than before.
+        assert learning.setups.nearest_setups([BTC], row, known + 1)[0, 2] < unpenalised[0, 2]
+    finally:
+        ctx.stopping.set()
+        await asyncio.wait_for(running, 10)

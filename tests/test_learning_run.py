@@ -40,22 +40,19 @@ def _environ(db_dsn: str, tmp_path: Path, data: Path) -> dict[str, str]:
     }
 
 
-async def _register(db_dsn: str, environ: dict[str, str], data: Path) -> None:
+async def _register(
+    db_dsn: str, environ: dict[str, str], data: Path, *, pattern_memory: bool = False
+) -> None:
     config = load_config(ConfigSources(environ=environ))
     series = {s: read_candle_file(p) for s, p in find_candle_files(data, "5m").items()}
     pool = await create_pool(db_dsn, min_size=1, max_size=2, command_timeout=30)
     try:
-        await register_biased_champion(pool, config, series)
+        await register_biased_champion(pool, config, series, pattern_memory=pattern_memory)
     finally:
         await pool.close()
 
 
-def test_until_end_leaves_six_memory_tables_that_agree(
-    db_dsn: str, tmp_path: Path, bundled_slice: Callable[[int], Path]
-) -> None:
-    data = bundled_slice(DAYS)
-    environ = _environ(db_dsn, tmp_path, data)
-    asyncio.run(_register(db_dsn, environ, data))
+def _run_until_end(environ: dict[str, str]) -> subprocess.CompletedProcess[str]:
     result = subprocess.run(
         [sys.executable, "-m", "huracan.cli", "run", "--until-end"],
         capture_output=True,
@@ -65,6 +62,16 @@ def test_until_end_leaves_six_memory_tables_that_agree(
         env=environ,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
+def test_until_end_leaves_six_memory_tables_that_agree(
+    db_dsn: str, tmp_path: Path, bundled_slice: Callable[[int], Path]
+) -> None:
+    data = bundled_slice(DAYS)
+    environ = _environ(db_dsn, tmp_path, data)
+    asyncio.run(_register(db_dsn, environ, data))
+    result = _run_until_end(environ)
     assert "learning:" in result.stdout, result.stdout[-3000:]
     assert '"level":"error"' not in result.stderr, result.stderr[-3000:]
     asyncio.run(_check_memory(db_dsn))
@@ -167,3 +174,54 @@ async def _check_memory(dsn: str) -> None:
             assert all(d["max_drawdown_pct"] is not None for d in days[1:])
     finally:
         await conn.close()
+
+
+def test_the_agent_reads_the_pattern_memory_of_the_trades_before(
+    db_dsn: str, tmp_path: Path, bundled_slice: Callable[[int], Path]
+) -> None:
+    # A champion declared trained on the pattern memory is fed the real figures: the entry
+    # states stored with its trades show them, from the trades closed before each entry.
+    data = bundled_slice(3)
+    environ = _environ(db_dsn, tmp_path, data)
+    asyncio.run(_register(db_dsn, environ, data, pattern_memory=True))
+    _run_until_end(environ)
+    trades = asyncio.run(_trades(db_dsn))
+    assert len(trades) >= 20
+    assert asyncio.run(_memory_was_read(db_dsn)) > len(trades) // 2
+    # A trade's entry state never counts a trade that had not closed by its entry.
+    assert asyncio.run(_first_entry_saw_nothing(db_dsn))
+
+
+async def _first_entry_saw_nothing(dsn: str) -> bool:
+    conn = await asyncpg.connect(dsn)
+    try:
+        first = await conn.fetchrow(
+            "SELECT entry_time, entry_features[71:73] AS memory FROM trade_memory ORDER BY entry_time, id LIMIT 1"
+        )
+        closed_before = await conn.fetchval(
+            "SELECT count(*) FROM trade_memory WHERE exit_time < $1", first["entry_time"]
+        )
+    finally:
+        await conn.close()
+    return closed_before > 0 or list(first["memory"]) == [0.0, 0.0, 0.0]
+
+
+async def _trades(dsn: str) -> list[tuple[object, ...]]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = await conn.fetch(
+            "SELECT symbol, entry_time, exit_time, entry_price, exit_price, exit_reason FROM trade_memory ORDER BY id"
+        )
+    finally:
+        await conn.close()
+    return [tuple(r) for r in rows]
+
+
+async def _memory_was_read(dsn: str) -> int:
+    """Trades whose entry state (the model saw it) had a non-zero pattern-memory reliability."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        count: int = await conn.fetchval("SELECT count(*) FROM trade_memory WHERE entry_features[73] > 0")
+    finally:
+        await conn.close()
+    return count

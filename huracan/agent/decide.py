@@ -89,10 +89,13 @@ class DecisionService:
         recorder: PerformanceRecorder,
         seed: int = 0,
         positions_ready: Callable[[int], Awaitable[None]] | None = None,
+        patterns_ready: Callable[[int], Awaitable[None]] | None = None,
     ) -> None:
         """positions: the champion's position book (the executor's); None: the champion's paper
         book stands in. positions_ready(t): waits until the book has taken bar t's fills, so a
-        decision on bar t sees the position as the training environment would."""
+        decision on bar t sees the position as the training environment would.
+        patterns_ready(close): waits until the pattern memory holds what is known at that close
+        (replay, where market time outruns the learning task)."""
         self.exchange_id = exchange_id
         self.symbols = tuple(symbols)
         self.timeframe = timeframe
@@ -108,6 +111,7 @@ class DecisionService:
         self.paper_rules = paper_rules
         self.recorder = recorder
         self.positions_ready = positions_ready
+        self.patterns_ready = patterns_ready
         self.books: dict[str, PaperBook] = {}
         self._barred: set[str] = set()  # versions whose paper book took the current bar
         self.primed = False
@@ -153,6 +157,8 @@ class DecisionService:
             await self.prime(event.open_time_ms)
         if self.positions_ready is not None and not stopping:
             await self.positions_ready(event.open_time_ms)
+        if self.patterns_ready is not None and not stopping:
+            await self.patterns_ready(event.open_time_ms + self.step_ms)
         agent = ctx.config.current.agent
         decided: list[OrderIntent | BarDecided] = [BarDecided(event.open_time_ms)]
         try:

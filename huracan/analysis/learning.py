@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from huracan.analysis.attribution import SimilarSetups
+from huracan.analysis.handover import Handover
 from huracan.analysis.losses import analyze_loss
 from huracan.analysis.post_exit import PostExit, favourable_bps, horizon_covered, track_post_exit
 from huracan.analysis.trades import ANALYSIS_HORIZON, HORIZONS, TradeFacts
@@ -28,6 +29,7 @@ from huracan.analysis.wins import analyze_win
 from huracan.core.candle import CandleSeries
 from huracan.core.timeframe import timeframe_ms
 from huracan.daemon.service import ServiceContext
+from huracan.execution.positions import ClosedTrade
 from huracan.features.market import WARMUP_BARS, Ohlcv, compute_market_features, regime_names
 from huracan.features.schema import MARKET_WIDTH
 from huracan.logs import get_logger
@@ -50,6 +52,8 @@ TRACK_PAGE = 2_000
 GIVE_UP_AFTER_MS = 2 * 86_400_000
 # At stop, how long the last pass waits for the trading task to have written its last trades.
 UPSTREAM_WAIT_S = 10.0
+# How long a replay bar waits for loss analyses it should know (then decides without them).
+READY_WAIT_S = 10.0
 
 
 @dataclass(slots=True)
@@ -82,9 +86,12 @@ class LearningService:
         embedder: EntryEmbedder | None = None,
         library: PatternLibrary | None = None,
         upstream_stopped: asyncio.Event | None = None,
+        fresh_replay: bool = False,
     ) -> None:
         """upstream_stopped: set when the task that writes the trades (the trading task) has
-        stopped; the last pass at stop waits for it (up to UPSTREAM_WAIT_S)."""
+        stopped; the last pass at stop waits for it (up to UPSTREAM_WAIT_S). fresh_replay: the
+        agent's view leaves out earlier replay sessions' trades (the pattern library keeps them)."""
+        self.fresh_replay = fresh_replay
         self.store = store
         self.candles = candles
         self.setups = setups
@@ -105,6 +112,12 @@ class LearningService:
         self.next_track_id = 0
         self.next_analysis_id = 0
         self._beat: Callable[[], None] = lambda: None  # the liveness beat, once running
+        # Trades handed over at their close (note_closed), under a provisional negative id until
+        # their trade_memory row is learned: (symbol, entry ms, exit ms) -> provisional id.
+        self.handover = Handover(setups, self.embedder)
+        # Wakes the loop early (a replay waiting on loss penalties); notified after every pass.
+        self._wake = asyncio.Event()
+        self._passed = asyncio.Condition()
         # Trades whose analysis raised: logged once, retried by the next process.
         self.failed: set[int] = set()
 
@@ -112,11 +125,17 @@ class LearningService:
     async def run(self, ctx: ServiceContext) -> None:
         self._beat = ctx.beat
         await self.rebuild()  # from the tables, into fresh state: a restart after a crash too
-        while True:
+        while not ctx.stopping.is_set():
+            self._wake.clear()  # before the pass: a call during it brings the next one at once
             await self._guarded_pass()
             ctx.beat()
-            if await ctx.sleep(ctx.config.current.memory.learning_interval_s):
-                break
+            interval = ctx.config.current.memory.learning_interval_s
+            ctx.liveness.beat(ctx.name, quiet_for_s=interval)
+            # The interval, a replay's decision step calling, or the stop.
+            waits = [asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(ctx.stopping.wait())]
+            await asyncio.wait(waits, timeout=interval, return_when=asyncio.FIRST_COMPLETED)
+            for wait in waits:
+                wait.cancel()
         # What closed during the last interval and at the stop itself (a replay's last exits).
         if self.upstream_stopped is not None:
             with contextlib.suppress(TimeoutError):
@@ -127,6 +146,26 @@ class LearningService:
             self._vectors.cancel()  # resumable: the next start backfills and builds what is left
             with contextlib.suppress(asyncio.CancelledError):
                 await self._vectors
+
+    def note_closed(self, trade: ClosedTrade) -> None:
+        """The executor's hook: a trade closed just now goes into the pattern memory at once
+        (huracan/analysis/handover.py)."""
+        self.handover.note_closed(trade)
+
+    async def ready_for(self, as_of_ms: int) -> None:
+        """For a replay's decision step: returns once every loss penalty the bar closing at
+        `as_of_ms` would know live is in the view (at most READY_WAIT_S, then it goes on)."""
+        try:
+            async with asyncio.timeout(READY_WAIT_S):
+                while self.handover.due_before(as_of_ms):
+                    async with self._passed:
+                        self._wake.set()
+                        await self._passed.wait()
+        except TimeoutError:
+            late = [t for t, known in self.handover.penalties_due.items() if known < as_of_ms]
+            log.warning("loss analyses late for a replay bar; deciding without them", trades=late[:10])
+            for trade_id in late:
+                self.handover.settled(trade_id)
 
     async def _prepare_vectors(self) -> None:
         try:
@@ -144,6 +183,8 @@ class LearningService:
         except Exception:
             self.stats.failed_passes += 1
             log.exception("learning pass failed; retrying at the next interval")
+        async with self._passed:
+            self._passed.notify_all()
 
     async def rebuild(self) -> None:
         """The library and the nearest-setups view from the stored trades and patterns, into
@@ -178,20 +219,25 @@ class LearningService:
             if i % REBUILD_CHUNK == REBUILD_CHUNK - 1:
                 self._beat()
                 await asyncio.sleep(0)
+        # A replay starts history over: earlier replays' trades of the same days would be a
+        # memory of another run, so its agent starts from the other modes' trades only (a
+        # replay on a fresh database and a second one on the same database decide alike).
+        seen = [t for t in learned if not (self.fresh_replay and t.mode == "replay")]
         # The index over every trade is built off the event loop, then swapped in at once.
         fresh = self.setups.empty_like()
-        if learned:
+        if seen:
             await asyncio.to_thread(
                 fresh.add_trades,
-                [t.trade_id for t in learned],
-                np.stack([t.embedding for t in learned]),
-                [t.pnl_bps for t in learned],
-                [t.pnl_bps > 0 for t in learned],
-                [1.0 - (t.penalty or 0.0) for t in learned],
-                exit_time_ms=[t.exit_time_ms for t in learned],
-                known_ms=[t.exit_time_ms + HORIZONS[ANALYSIS_HORIZON] for t in learned],
+                [t.trade_id for t in seen],
+                np.stack([t.embedding for t in seen]),
+                [t.pnl_bps for t in seen],
+                [t.pnl_bps > 0 for t in seen],
+                [1.0 - (t.penalty or 0.0) for t in seen],
+                exit_time_ms=[t.exit_time_ms for t in seen],
+                known_ms=[t.exit_time_ms + HORIZONS[ANALYSIS_HORIZON] for t in seen],
             )
         self.setups.adopt(fresh)
+        self.handover.clear()  # handed-over trades were in the replaced memory: learned from rows
         # Statistics are derived: write them once more in case the last process died between passes.
         await self.store.save_stats([self.library.stats(p) for p in self.library.pattern_ids()])
         self.stats.rebuilt_trades = len(learned)
@@ -242,9 +288,12 @@ class LearningService:
             hold_ms = trade.exit_time_ms - trade.entry_time_ms
             outcome = TradeOutcome(trade.trade_id, trade.pnl_bps, hold_ms, trade.exit_time_ms, trade.won)
             self.library.record(pattern_id, outcome, embedding)
-            self.setups.add_trade(
-                trade.trade_id, embedding, trade.pnl_bps, trade.won, exit_time_ms=trade.exit_time_ms
-            )
+            if not self.handover.learned(
+                trade.symbol, trade.entry_time_ms, trade.exit_time_ms, trade.trade_id
+            ):
+                self.setups.add_trade(
+                    trade.trade_id, embedding, trade.pnl_bps, trade.won, exit_time_ms=trade.exit_time_ms
+                )
             touched.add(pattern_id)
             learned.append(Learned(trade.trade_id, embedding, exit_regime, pattern_id))
         await self.store.save_learned(learned, [self.library.stats(p) for p in sorted(touched)])
@@ -318,6 +367,7 @@ class LearningService:
             except (ValueError, ArithmeticError, IndexError) as exc:
                 # A defect in the analysis of one trade must not stop learning from the others.
                 self.failed.add(trade.trade_id)
+                self.handover.settled(trade.trade_id)
                 self.stats.failed += 1
                 log.error("trade analysis failed", trade_id=trade.trade_id, error=repr(exc))
                 continue
@@ -347,17 +397,26 @@ class LearningService:
         if trade.won:
             # The base rate of what had exited by the entry: no later trade judges this one.
             base = self.setups.base_win_rate(trade.entry_time_ms)
-            win = analyze_win(trade, series, post, similar, 0.5 if base is None else base, self.step_ms)
+            history = (
+                None
+                if pattern_id is None
+                else self.library.history(pattern_id, trade.entry_time_ms, exclude=trade.trade_id)
+            )
+            win = analyze_win(
+                trade, series, post, similar, 0.5 if base is None else base, self.step_ms, history
+            )
             await self.store.save_win(trade.trade_id, win)
             self.stats.wins_analysed += 1
             return
         loss = analyze_loss(trade, series, post, similar, self.step_ms)
         await self.store.save_loss(trade, loss)
+        self.handover.settled(trade.trade_id)
         if pattern_id is not None:
             self.library.record_penalty(pattern_id, trade.trade_id, loss.confidence_penalty)
             # Known from the analysis horizon on: a bar before it saw the trade at full weight.
             known_ms = trade.exit_time_ms + HORIZONS[ANALYSIS_HORIZON]
-            self.setups.set_weight(trade.trade_id, 1.0 - loss.confidence_penalty, known_ms)
+            with contextlib.suppress(KeyError):  # an earlier replay's trade is not in the view
+                self.setups.set_weight(trade.trade_id, 1.0 - loss.confidence_penalty, known_ms)
         self.stats.losses_analysed += 1
         reasons = self.stats.loss_reasons
         reasons[loss.primary_failure_reason] = reasons.get(loss.primary_failure_reason, 0) + 1

@@ -1,9 +1,10 @@
 """Why a winning trade won and how well: one `win_analysis` row.
 
 Evidence:
-- the pattern: the trade's similar setups (past trades only, so the judged win does not vouch for
-  itself): how often it occurred, its win rate, and the one-sided binomial p-value of its wins
-  against the base win rate (attribution.edge_p_value);
+- the pattern: the trade's pattern in the library, counting only its trades that had exited by
+  the entry (so the judged win does not vouch for itself), or, without one, its similar setups:
+  how often it occurred, its win rate, and the one-sided binomial p-value of its wins against the
+  base win rate (attribution.edge_p_value);
 - the features that carried the win (attribution.attribute_features: pointed to a win among the
   setups, or stood out when the setups are too few to contrast);
 - the regime: aligned when the exit regime is the entry's (None when either is unknown);
@@ -82,9 +83,12 @@ def analyze_win(
     similar: SimilarSetups,
     base_win_rate: float,
     timeframe_ms: int,
+    pattern: tuple[int, int] | None = None,
 ) -> WinAnalysis:
     """Judge a won trade (pnl_bps > 0) against its hold window, its post-exit row (None: not yet
-    tracked) and its similar setups; `base_win_rate` is the win rate the edge is tested against."""
+    tracked) and its similar setups; `base_win_rate` is the win rate the edge is tested against;
+    `pattern`: (occurrences, wins) of its pattern's trades exited by its entry (None: the similar
+    setups stand for the pattern)."""
     if not trade.won:
         raise ValueError(
             f"trade {trade.trade_id} did not win ({trade.pnl_bps} bps): it is not a win to analyse"
@@ -95,7 +99,8 @@ def analyze_win(
         entry_quality = price_quality(-trade.sign, trade.entry_price, held.best_price, held.worst_price)
     exit_quality = _exit_quality(trade, held, post)
     captured, missed = _captured_and_missed(trade, post)
-    p_value = edge_p_value(similar.wins, len(similar), base_win_rate)
+    occurrences, pattern_wins = pattern if pattern is not None else (len(similar), similar.wins)
+    p_value = edge_p_value(pattern_wins, occurrences, base_win_rate)
     shifted = regime_shift(trade)
     aligned = None if shifted is None else not shifted
 
@@ -136,9 +141,18 @@ def analyze_win(
         regime_aligned=aligned,
         contributing_features=features,
         confidence_boost=clamp_unit(skill * BOOST_BY_QUALITY[quality]),
-        lessons=_lessons(trade, quality, similar, p_value, luck, captured, missed, features),
-        pattern_occurrences=len(similar),
-        pattern_win_rate=similar.win_rate,
+        lessons=_lessons(
+            trade,
+            quality,
+            ("trades of its pattern" if pattern is not None else "similar setups", occurrences, pattern_wins),
+            p_value,
+            luck,
+            captured,
+            missed,
+            features,
+        ),
+        pattern_occurrences=occurrences,
+        pattern_win_rate=pattern_wins / occurrences if occurrences else None,
         edge_p_value=p_value,
         entry_quality=entry_quality,
         exit_quality=exit_quality,
@@ -179,7 +193,7 @@ def _captured_and_missed(trade: TradeFacts, post: PostExit | None) -> tuple[floa
 def _lessons(
     trade: TradeFacts,
     quality: str,
-    similar: SimilarSetups,
+    evidence: tuple[str, int, int],
     p_value: float | None,
     luck: list[str],
     captured: float | None,
@@ -187,13 +201,12 @@ def _lessons(
     features: dict[str, float],
 ) -> str:
     parts = [f"{quality} win of {trade.pnl_bps:.1f} bps net ({trade.fees_bps:.1f} bps fees)."]
-    if similar.win_rate is None or p_value is None:
-        parts.append("No similar past setups: the edge is unproven.")
+    name, occurrences, wins = evidence
+    if not occurrences or p_value is None:
+        parts.append(f"No {name} before it: the edge is unproven.")
     else:
         verdict = "an edge" if p_value <= EDGE_P_VALUE_MAX else "no significant edge"
-        parts.append(
-            f"{len(similar)} similar setups won {similar.win_rate:.0%} (p = {p_value:.3f}): {verdict}."
-        )
+        parts.append(f"{occurrences} {name} won {wins / occurrences:.0%} (p = {p_value:.3f}): {verdict}.")
     if quality == "LUCKY":
         parts.append("Lucky: " + "; ".join(luck) + ".")
     if captured is not None and missed is not None:

@@ -152,7 +152,9 @@ def trading_services(
         batch=config.memory.write_batch_size,
         embedder=embedder,
         upstream_stopped=trading.stopped,
+        fresh_replay=config.exchange.mode == "replay",
     )
+    trading.executor.on_closed = learning.note_closed
     decide = DecisionService(
         exchange_id=ingest.source.exchange_id,
         symbols=ingest.plan.symbols,
@@ -181,6 +183,8 @@ def trading_services(
             symbols=len(ingest.plan.symbols),
         ),
         positions_ready=trading.positions_ready,
+        # Replay: a bar is decided with the loss analyses live would know by its close.
+        patterns_ready=learning.ready_for if config.exchange.mode == "replay" else None,
     )
     return [decide, trading, learning]
 

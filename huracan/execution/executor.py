@@ -121,6 +121,8 @@ class Executor:
         self.approved: dict[str, ApprovedOrder] = {}  # what each working order was approved as
         self.recent_submits: deque[int] = deque(maxlen=1000)
         self.stats = ExecutionStats()
+        # Told of each closed trade at once, before its row is written (the pattern memory).
+        self.on_closed: Callable[[ClosedTrade], None] | None = None
         # Approvals of orders that just ended, for the maker logic's replacement (popped by it).
         self.finished: dict[str, ApprovedOrder] = {}
         self.writer = JournalWriter(journal)
@@ -434,6 +436,8 @@ class Executor:
             pnl_account = closed.pnl_quote * self.quote_to_account
             self.stats.closed_account.append((closed.exit_time_ms, pnl_account))
             self.stats.realised_account += pnl_account
+            if self.on_closed is not None:
+                self.on_closed(closed)
         return closed
 
     def write_order(self, order: ManagedOrder) -> None:

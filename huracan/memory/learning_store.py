@@ -92,6 +92,7 @@ class LearnedTrade:
     # From the analysis horizon's tracking: best favourable move from entry (bps) and when.
     best_move_bps: float | None
     best_after_entry_ms: int | None
+    mode: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,12 +230,13 @@ class LearningStore:
             SELECT t.id, t.pattern_id, t.entry_embedding, t.pnl_bps,
                    (extract(epoch FROM t.hold_duration) * 1000)::bigint, {_MS.format("t.exit_time")},
                    l.confidence_penalty,
-(CASE WHEN t.direction = 'long'
+                   (CASE WHEN t.direction = 'long'
                          THEN greatest(e.optimal_exit_price / t.entry_price, t.exit_price / t.entry_price) - 1
                          ELSE 1 - least(e.optimal_exit_price / t.entry_price, t.exit_price / t.entry_price)
                     END * 10000)::float8,
                    greatest(0, {_MS.format("coalesce(e.optimal_exit_time, e.best_price_at)")}
-                               - {_MS.format("t.entry_time")})
+                               - {_MS.format("t.entry_time")}),
+                   t.mode
             FROM trade_memory t
             JOIN pattern_library p ON p.pattern_id = t.pattern_id AND p.embedding_version = $1
             LEFT JOIN loss_analysis l ON l.trade_id = t.id
@@ -256,6 +258,7 @@ class LearningStore:
                 penalty=r[6],
                 best_move_bps=r[7],
                 best_after_entry_ms=r[8],
+                mode=r[9],
             )
             for r in rows
         ]

@@ -233,6 +233,18 @@ class NearestSetups:
             )
             self._index.build(np.arange(end), self._embeddings[:end].astype(np.float32))
 
+    def rekey(self, old_id: int, new_id: int) -> None:
+        """Give a stored trade another id (a trade handed over at its close, before the
+        database gave it its id)."""
+        if new_id in self._row:
+            raise ValueError(f"nearest setups: trade {new_id} is stored already")
+        try:
+            row = self._row.pop(old_id)
+        except KeyError:
+            raise KeyError(f"nearest setups: no trade {old_id}") from None
+        self._row[new_id] = row
+        self._trade_ids[row] = new_id
+
     def set_weight(self, trade_id: int, weight: float, known_ms: int) -> None:
         """1 - the loss analysis' confidence penalty of the trade, known from known_ms on (a bar
         closing at or before it still sees weight 1)."""

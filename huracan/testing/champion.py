@@ -9,6 +9,7 @@ exit when long, sampled (agent.greedy: false). What matters there is the order p
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 
 import asyncpg
@@ -30,9 +31,13 @@ from huracan.rl.trainer import Features
 HEAD_BIAS = (0.0, 3.0, 0.0, 0.0, -2.2, 0.0)
 
 
-def save_biased_model(series: Mapping[str, CandleSeries], path: Path, *, bars_per_day: int = 288) -> Path:
+def save_biased_model(
+    series: Mapping[str, CandleSeries], path: Path, *, bars_per_day: int = 288, pattern_memory: bool = False
+) -> Path:
     """Write the biased, untrained checkpoint to `path`. The normaliser is fitted on the market
-    features of `series` (aligned bar times), so the inputs the daemon feeds it are in range."""
+    features of `series` (aligned bar times), so the inputs the daemon feeds it are in range.
+    pattern_memory: declared trained on the pattern memory, so the daemon feeds it the real
+    figures (its untrained weights then make its decisions depend on them: tests of that path)."""
     normaliser = RunningNormaliser(MARKET_WIDTH)
     normaliser.update(Features.of(series, CostAssumptions()).market.reshape(-1, MARKET_WIDTH))
     config = PPOConfig(seed=0)
@@ -48,6 +53,8 @@ def save_biased_model(series: Mapping[str, CandleSeries], path: Path, *, bars_pe
         feature_names=STATE_SCHEMA.names,
         normaliser=normaliser.state(),
     )
+    if pattern_memory:
+        saved = replace(saved, config={**saved.config, "training": {"pattern_memory_rows": 1.0}})
     save_checkpoint(saved, path)
     return path
 
@@ -59,12 +66,15 @@ async def register_biased_champion(
     *,
     version: str = "biased-untrained",
     bars_per_day: int = 288,
+    pattern_memory: bool = False,
 ) -> ModelRecord:
     """Save the biased model into the model directory of `config`, register it and make it the
     champion: a daemon started on `config` (and this database) decides with it."""
     model_dir = model_dir_of(config)
     model_dir.mkdir(parents=True, exist_ok=True)
-    path = save_biased_model(series, model_dir.parent / f"{version}.pt", bars_per_day=bars_per_day)
+    path = save_biased_model(
+        series, model_dir.parent / f"{version}.pt", bars_per_day=bars_per_day, pattern_memory=pattern_memory
+    )
     registry = ModelRegistry(pool, model_dir)
     record = await registry.register(
         path, version=version, notes="huracan.testing.champion: biased, untrained"

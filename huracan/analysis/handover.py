@@ -1,0 +1,73 @@
+"""Closed trades handed from the executor to the pattern memory at the moment they close.
+
+The learning task reads trades from `trade_memory`, which the journal writes a little later and
+which the task reads only when it wakes. The agent must not wait for either: a trade closed on
+this bar is a past setup for the next bar, in replay as live. So the executor's hook puts it in
+the nearest-setups view at once under a provisional (negative) id, and the learning task gives
+it its real id when it learns the row (matched by symbol, entry and exit time).
+
+A losing trade's weight in the view changes once its loss is analysed, 4 h after its exit. In
+replay that moment comes in market time far sooner than the learning task wakes, so the replay
+waits for it (LearningService.ready_for): `penalties_due` lists the losses handed over whose
+penalty is not yet known, with the time it becomes known.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from huracan.analysis.trades import ANALYSIS_HORIZON, HORIZONS
+from huracan.execution.positions import ClosedTrade
+from huracan.features.schema import MARKET_WIDTH
+from huracan.memory.embedding import EntryEmbedder
+from huracan.memory.setups import NearestSetups
+
+
+class Handover:
+    def __init__(self, setups: NearestSetups, embedder: EntryEmbedder) -> None:
+        self.setups = setups
+        self.embedder = embedder
+        # (symbol, entry ms, exit ms) -> provisional id, until the row is learned.
+        self.provisional: dict[tuple[str, int, int], int] = {}
+        # Trade id (provisional, then real) -> when its loss penalty becomes known.
+        self.penalties_due: dict[int, int] = {}
+        self._count = 0
+
+    def note_closed(self, trade: ClosedTrade) -> None:
+        features = np.asarray(trade.entry.features, dtype=np.float32)  # as trade_memory's real[]
+        if len(features) < MARKET_WIDTH:
+            return  # no entry state: nothing to compare setups with
+        exit_ms = max(trade.exit_time_ms, trade.entry_time_ms)  # as the journal writes it
+        self._count += 1
+        provisional = -self._count
+        self.provisional[(trade.symbol, trade.entry_time_ms, exit_ms)] = provisional
+        pnl_bps = float(trade.pnl_bps)
+        embedding = self.embedder.embed(features[None, :MARKET_WIDTH])[0]
+        self.setups.add_trade(provisional, embedding, pnl_bps, pnl_bps > 0, exit_time_ms=exit_ms)
+        if trade.pnl_quote < 0:  # as the loss analyzer's queue: pnl_quote, not the rounded bps
+            self.penalties_due[provisional] = exit_ms + HORIZONS[ANALYSIS_HORIZON]
+
+    def learned(self, symbol: str, entry_ms: int, exit_ms: int, trade_id: int) -> bool:
+        """The row of a trade was learned: True when it had been handed over (it is in the view
+        already, now under `trade_id`)."""
+        provisional = self.provisional.pop((symbol, entry_ms, exit_ms), None)
+        if provisional is None:
+            return False
+        self.setups.rekey(provisional, trade_id)
+        due = self.penalties_due.pop(provisional, None)
+        if due is not None:
+            self.penalties_due[trade_id] = due
+        return True
+
+    def settled(self, trade_id: int) -> None:
+        """The trade's loss was analysed (or will not be): nothing to wait for."""
+        self.penalties_due.pop(trade_id, None)
+
+    def due_before(self, as_of_ms: int) -> bool:
+        """Whether a penalty known before `as_of_ms` is still unknown here."""
+        return any(known < as_of_ms for known in self.penalties_due.values())
+
+    def clear(self) -> None:
+        """The view was rebuilt from the rows: the handed-over trades went with the old one."""
+        self.provisional.clear()
+        self.penalties_due.clear()
