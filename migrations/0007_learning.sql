@@ -13,9 +13,9 @@ ALTER TABLE win_analysis
     ADD COLUMN entry_quality       double precision CHECK (entry_quality BETWEEN 0 AND 1),
     ADD COLUMN exit_quality        double precision CHECK (exit_quality BETWEEN 0 AND 1);
 COMMENT ON COLUMN win_analysis.pattern_occurrences IS
-    'Similar past setups found for the trade (its k nearest trades exited before its entry), not the pattern''s size.';
+    'Trades of the trade''s pattern that had exited by its entry (its similar past setups when it has no pattern).';
 COMMENT ON COLUMN win_analysis.pattern_win_rate IS
-    'Win rate of those similar past setups.';
+    'Win rate of those trades.';
 
 -- The best price from entry to the horizon (the hold window included), at optimal_exit_time:
 -- the pattern library's take-profit hint comes from it.
