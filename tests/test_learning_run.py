@@ -225,3 +225,29 @@ async def _memory_was_read(dsn: str) -> int:
     finally:
         await conn.close()
     return count
+
+
+def test_two_replays_of_the_same_data_trade_alike(
+    db_dsn: str, empty_db_dsn: str, tmp_path: Path, bundled_slice: Callable[[int], Path]
+) -> None:
+    # A replay is a backtest: the same data, model and configuration give the same trades, with
+    # a champion that reads the pattern memory (so neither the learning task's timing nor the
+    # replay clock running ahead of the bar being traded may show). Each run on a database of
+    # its own (the second one migrated first, as `make migrate` does).
+    data = bundled_slice(3)
+    runs = []
+    for dsn, name in ((db_dsn, "a"), (empty_db_dsn, "b")):
+        environ = _environ(dsn, tmp_path / name, data)
+        migrated = subprocess.run(
+            [sys.executable, "-m", "huracan.cli", "migrate"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=environ,
+        )
+        assert migrated.returncode == 0, migrated.stderr[-2000:]
+        asyncio.run(_register(dsn, environ, data, pattern_memory=True))
+        _run_until_end(environ)
+        runs.append(asyncio.run(_trades(dsn)))
+    assert len(runs[0]) >= 20
+    assert runs[1] == runs[0]

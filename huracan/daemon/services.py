@@ -155,6 +155,10 @@ def trading_services(
         fresh_replay=config.exchange.mode == "replay",
     )
     trading.executor.on_closed = learning.note_closed
+    if config.exchange.mode == "replay":
+        # The replay clock moves when the ingest publishes: one bar at a time, so the order path
+        # (signal lifetimes, maker re-pricing, order times) never sees the next bar's time early.
+        ingest.settled = trading.bar_traded
     decide = DecisionService(
         exchange_id=ingest.source.exchange_id,
         symbols=ingest.plan.symbols,

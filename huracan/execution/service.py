@@ -87,6 +87,8 @@ class TradingService:
         # Set once a run has stopped and written what it had: the learning task's last pass
         # waits for it, so the trades closed at the end are learned too.
         self.stopped = asyncio.Event()
+        self.traded_through = -1  # open time of the last bar whose on_bar has returned
+        self._traded = asyncio.Condition()
 
     async def positions_ready(self, open_time_ms: int) -> None:
         """For the decision step: returns once the book has taken bar `open_time_ms`."""
@@ -206,6 +208,15 @@ class TradingService:
             # the flush below (and by every later one) when the body went well.
             await asyncio.gather(writing, return_exceptions=True)
         await executor.flush()
+        async with self._traded:
+            self.traded_through = event.open_time_ms
+            self._traded.notify_all()
+
+    async def bar_traded(self, open_time_ms: int) -> None:
+        """For a replay's ingest: returns once bar `open_time_ms` has been traded (its fills,
+        exits and decisions through the gate, its writes flushed)."""
+        async with self._traded:
+            await self._traded.wait_for(lambda: self.traded_through >= open_time_ms)
 
     async def _take_decisions(self, open_time_ms: int, ctx: ServiceContext) -> None:
         """Intents of bar `open_time_ms` through the gate, up to the decision step's marker."""

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -33,6 +33,8 @@ from huracan.memory.candles import CandleStore, WriteResult
 log = get_logger("huracan.market.ingest")
 
 DAY_MS = 86_400_000
+# Replay: how long to wait for a published bar to be traded before going on without it.
+SETTLE_WAIT_S = 60.0
 
 
 class CandleSource(Protocol):
@@ -91,6 +93,9 @@ class CandleIngest:
         self.last: dict[str, Candle] = {}
         self.next_since: dict[str, int] = {}
         self._unfillable: set[tuple[str, int, int]] = set()
+        # Replay: waits until the bar just published is traded, so the replay clock (which the
+        # order path reads) never runs ahead of the bar being traded. None: publish and go on.
+        self.settled: Callable[[int], Awaitable[None]] | None = None
 
     async def run(self, ctx: ServiceContext) -> None:
         await self.backfill()
@@ -233,6 +238,12 @@ class CandleIngest:
             await self.topic.publish(event)
             self.stats.published += 1
             events.append(event)
+            if self.settled is not None:
+                try:
+                    async with asyncio.timeout(SETTLE_WAIT_S):
+                        await self.settled(open_time)
+                except TimeoutError:  # a crashed consumer must not hold the replay for ever
+                    log.warning("bar not traded in time; the replay goes on", open_time_ms=open_time)
         return events
 
     # --- validation and storage ----------------------------------------------------------------
