@@ -314,3 +314,34 @@ async def test_a_failed_decision_still_releases_the_bar_and_the_paper_books_take
         await svc.on_bar(evs[-1], ctx)
     assert svc.intents.get_nowait() == BarDecided(evs[-1].open_time_ms)
     assert svc.books["m-broken"].bars == len(evs)  # the failed bar too
+
+
+class CountingMemory:
+    """A pattern memory that always has something to say, and counts who asked."""
+
+    def __init__(self) -> None:
+        self.asked = 0
+
+    def nearest_setups(self, symbols: object, rows: np.ndarray, as_of_ms: int) -> np.ndarray:
+        self.asked += 1
+        return np.full((len(rows), 3), 0.7)
+
+
+@pytest.mark.parametrize("trained_on_memory", [False, True])
+def test_only_a_model_trained_on_the_pattern_memory_reads_it(
+    series: dict[str, CandleSeries], normaliser_state: dict[str, object], trained_on_memory: bool
+) -> None:
+    model = biased_model(normaliser_state, AgentAction.ENTER_LONG_LARGE)
+    if trained_on_memory:  # as huracan train records it when its rows had past setups
+        model = replace(model, config={**model.config, "training": {"pattern_memory_rows": 0.4}})
+    slots = Slots(SYMBOLS)
+    slots.champion = PolicyRunner(model, "m")
+    svc = service(slots)
+    memory = CountingMemory()
+    svc.patterns = memory
+    intents = [i for bar in run_all(svc, events(series)) for i in bar]
+    assert intents
+    # The state the model saw: the memory's figures, or the zeros it was trained on.
+    seen = {tuple(round(x, 6) for x in i.state[70:73]) for i in intents}
+    assert seen == ({(0.7, 0.007, 0.7)} if trained_on_memory else {(0.0, 0.0, 0.0)})
+    assert (memory.asked > 0) is trained_on_memory  # no search for a model that does not read it

@@ -13,6 +13,7 @@ import asyncpg
 import numpy as np
 import pytest
 
+from huracan.analysis import learning as learning_module
 from huracan.analysis.learning import LearningService
 from huracan.config import HuracanConfig
 from huracan.config.sections import MemorySettings
@@ -142,7 +143,7 @@ async def test_a_pass_learns_tracks_and_explains_every_closed_trade(
         """
         SELECT count(*) FROM win_analysis w JOIN trade_memory t ON t.id = w.trade_id
         WHERE w.pattern_occurrences <> (SELECT count(*) FROM trade_memory o WHERE o.pattern_id = t.pattern_id
-                                        AND o.exit_time <= t.entry_time AND o.id <> t.id)
+                                        AND o.exit_time < t.entry_time AND o.id <> t.id)
         """
     )
     assert wrong == 0
@@ -312,11 +313,13 @@ async def test_a_trade_handed_over_at_its_close_is_seen_at_once_and_keeps_its_pl
 
 
 async def test_a_replay_bar_waits_for_the_loss_penalties_it_would_know(
-    db_pool: asyncpg.Pool, btc: CandleSeries, btc_features: np.ndarray
+    db_pool: asyncpg.Pool, btc: CandleSeries, btc_features: np.ndarray, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     i = next(i for i in range(450, 600) if btc.close[i + 10] < btc.close[i] * 0.995)  # a clear loss
     await store_bars(db_pool, btc, 0, i + 10 + 60)  # 5 h of bars after the exit
     learning = service(db_pool)
+    # The timeout path (decide without the penalties) must not pass for the wait working.
+    monkeypatch.setattr(learning_module, "READY_WAIT_S", 60.0)
     # A 60 s interval: only the waiting bar's call can bring the pass in time.
     config = HuracanConfig(memory=MemorySettings(learning_interval_s=60.0))
     ctx = ServiceContext("learning", RunningConfig(config), asyncio.Event(), Liveness())

@@ -327,7 +327,7 @@ def test_history_counts_the_trades_known_at_a_time() -> None:
     # exits at T0 + 1000 x id: trade 1 wins, 2 loses, 3 wins, 4 wins
     for trade_id, pnl in ((1, 50.0), (2, -30.0), (3, 10.0), (4, 20.0)):
         library.record(1, outcome(trade_id, pnl), at(0.0))
-    assert library.history(1, T0 + 2_999) == (2, 1)  # trades 1 and 2 had exited
-    assert library.history(1, T0 + 3_000) == (3, 2)  # an exit at the time counts
+    assert library.history(1, T0 + 3_000) == (2, 1)  # trades 1 and 2; 3 exits at that very time
+    assert library.history(1, T0 + 3_001) == (3, 2)
     assert library.history(1, T0 + 9_000, exclude=4) == (3, 2)
-    assert library.history(1, T0) == (0, 0)
+    assert library.history(1, T0 + 1_000) == (0, 0)

@@ -124,8 +124,24 @@ async def test_with_pgvector_the_learning_task_asks_postgres_for_similar_setups(
     query_id = int(trade_ids[-5])
     query = embeddings[-5]
     before = int(exits[len(exits) // 2])
-    found = await similar_before(vector_pool, query, before, 10, exclude=query_id)
-    eligible = (exits <= before) & (trade_ids != query_id)
+    found = await similar_before(vector_pool, query, before, 10, exclude=query_id, exchange="binance")
+    eligible = (exits < before) & (trade_ids != query_id)
     distances = np.linalg.norm(embeddings[eligible] - query, axis=1)
     expected = trade_ids[eligible][np.argsort(distances, kind="stable")][:10]
     assert [f[0] for f in found] == expected.tolist()
+
+    # A replay's view leaves earlier sessions' replay trades out (ids below its first), and
+    # another exchange's trades are never its setups.
+    assert (
+        await similar_before(
+            vector_pool,
+            query,
+            before,
+            10,
+            exclude=query_id,
+            exchange="binance",
+            replays_before=int(trade_ids.max()) + 1,
+        )
+        == []
+    )
+    assert await similar_before(vector_pool, query, before, 10, exclude=query_id, exchange="kraken") == []

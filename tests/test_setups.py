@@ -175,7 +175,7 @@ def test_trades_exiting_at_or_after_the_close_never_change_its_figures(
         rebuilt.nearest_setups(["X"], rows, close), known_then.nearest_setups(["X"], rows, close), atol=1e-9
     )
     ids_then, _ = known_then.similar(at(*query), k)
-    ids, _ = rebuilt.similar(at(*query), k, before_ms=close - 1)  # exited by 999: before 1000
+    ids, _ = rebuilt.similar(at(*query), k, before_ms=close)  # exited before the close, as the view
     assert ids.tolist() == ids_then.tolist()
 
 
@@ -325,15 +325,15 @@ def test_base_win_rate_worked_by_hand() -> None:
         [1, 2, 3, 4], np.zeros((4, EMBEDDING_DIM)), [5, -5, 5, -5], [True, False, True, False],
         exit_time_ms=[300, 100, 200, 200],
     )  # fmt: skip
-    assert setups.base_win_rate(99) is None  # nothing had exited
-    assert setups.base_win_rate(100) == 0.0  # the loss at 100 (exited by: inclusive)
-    assert setups.base_win_rate(199) == 0.0
-    assert setups.base_win_rate(200) == pytest.approx(1 / 3)  # lost, won, lost
-    assert setups.base_win_rate(300) == 0.5  # 2 of 4
+    assert setups.base_win_rate(100) is None  # nothing had exited before 100 (strictly)
+    assert setups.base_win_rate(101) == 0.0  # the loss at 100
+    assert setups.base_win_rate(200) == 0.0
+    assert setups.base_win_rate(201) == pytest.approx(1 / 3)  # lost, won, lost
+    assert setups.base_win_rate(301) == 0.5  # 2 of 4
     # A later addition exiting earliest (a replay's trade, say) is merged in.
     setups.add_trade(5, at(0.0), 5.0, True, exit_time_ms=50)
-    assert setups.base_win_rate(99) == 1.0  # the win at 50 alone
-    assert setups.base_win_rate(100) == 0.5
+    assert setups.base_win_rate(100) == 1.0  # the win at 50 alone
+    assert setups.base_win_rate(101) == 0.5
     assert setups.base_win_rate(NOW) == 3 / 5
 
 
@@ -342,7 +342,7 @@ def test_base_win_rate_worked_by_hand() -> None:
     st.lists(st.lists(st.tuples(st.integers(0, 50), st.booleans()), min_size=1, max_size=8), max_size=6),
     st.integers(-1, 55),
 )
-def test_base_win_rate_is_the_share_of_wins_exited_by_then(
+def test_base_win_rate_is_the_share_of_wins_exited_before(
     batches: list[list[tuple[int, bool]]], before_ms: int
 ) -> None:
     setups = NearestSetups(identity_embedder())
@@ -356,7 +356,7 @@ def test_base_win_rate_is_the_share_of_wins_exited_by_then(
         )
         setups.add_trades(ids, zeros, zeros[:, 0], won, exit_time_ms=exits)
         seen += batch
-        exited = [w for e, w in seen if e <= before_ms]
+        exited = [w for e, w in seen if e < before_ms]
         expected = sum(exited) / len(exited) if exited else None
         assert setups.base_win_rate(before_ms) == expected
 
@@ -463,8 +463,9 @@ def test_the_decision_step_asks_as_of_the_bars_close() -> None:
     from huracan.market.candle_files import find_candle_files, read_candle_file
     from huracan.rl.env import EnvConfig
 
-    class Idle:  # a champion that always waits, and the pattern memory asked
+    class Idle:  # a champion that always waits (trained on the pattern memory), and the memory asked
         version = "idle"
+        uses_pattern_memory = True
         as_of: list[int] = []
 
         def decide(self, rows: np.ndarray, *_: object, **__: object) -> Decisions:

@@ -35,7 +35,7 @@ from huracan.core.events import CandleClosed
 from huracan.core.intents import ENTRY_ACTIONS, AgentAction, BarDecided, OrderIntent
 from huracan.core.timeframe import timeframe_ms
 from huracan.daemon.service import ServiceContext
-from huracan.features.context import context_features
+from huracan.features.context import PATTERN_MEMORY_WIDTH, context_features
 from huracan.features.incremental import IncrementalFeatures
 from huracan.features.market import WARMUP_BARS, CostAssumptions, regime_names
 from huracan.logs import get_logger
@@ -231,7 +231,14 @@ class DecisionService:
         if not deciders:
             return []
         # As known at the bar's close: in a replay the memory may hold later trades of earlier runs.
-        pattern_memory = self.patterns.nearest_setups(self.symbols, rows, event.open_time_ms + self.step_ms)
+        # Zeros for a model that never trained on the pattern memory's figures (and no search
+        # when no deciding model reads them).
+        no_memory = np.zeros((len(self.symbols), PATTERN_MEMORY_WIDTH))
+        pattern_memory = (
+            self.patterns.nearest_setups(self.symbols, rows, event.open_time_ms + self.step_ms)
+            if any(runner.uses_pattern_memory for runner, _, _ in deciders)
+            else no_memory
+        )
         intents: list[OrderIntent] = []
         for runner, symbols, shadow in deciders:
             chosen = [
@@ -247,9 +254,7 @@ class DecisionService:
             if view is book:  # its context is the paper book: it takes the bar first
                 self._paper_take_bar(book, event)
             snapshot = view.snapshot(self.symbols)
-            # Zeros for a model that never trained on the pattern memory's figures.
-            memory = pattern_memory if runner.uses_pattern_memory else np.zeros_like(pattern_memory)
-            context = self._context(snapshot, memory)
+            context = self._context(snapshot, pattern_memory if runner.uses_pattern_memory else no_memory)
             decisions = runner.decide(
                 rows[chosen], context[chosen], snapshot.has_position[chosen], greedy=greedy, rng=self.rng
             )

@@ -21,6 +21,7 @@ often than the base rate explains (skill), high = luck. None without setups.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -65,6 +66,17 @@ class SimilarSetups:
     @classmethod
     def empty(cls, width: int = 70) -> SimilarSetups:
         return cls(np.zeros(0, np.bool_), np.zeros(0, np.float64), np.zeros((0, width), np.float64))
+
+    @classmethod
+    def of(cls, rows: Sequence[tuple[bool, float, Sequence[float]]], width: int = 70) -> SimilarSetups:
+        """From (won, pnl_bps, entry state) rows; the state's first `width` numbers are kept."""
+        if not rows:
+            return cls.empty(width)
+        return cls(
+            np.asarray([r[0] for r in rows], dtype=bool),
+            np.asarray([r[1] for r in rows], dtype=np.float64),
+            np.asarray([list(r[2])[:width] for r in rows], dtype=np.float64),
+        )
 
     def __len__(self) -> int:
         return len(self.won)

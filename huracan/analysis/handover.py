@@ -29,6 +29,9 @@ class Handover:
         self.embedder = embedder
         # (symbol, entry ms, exit ms) -> provisional id, until the row is learned.
         self.provisional: dict[tuple[str, int, int], int] = {}
+        # Provisional id -> what the view holds of it (embedding, pnl bps, exit ms): a rebuilt
+        # view gets them again.
+        self.held: dict[int, tuple[np.ndarray, float, int]] = {}
         # Trade id (provisional, then real) -> when its loss penalty becomes known.
         self.penalties_due: dict[int, int] = {}
         self._count = 0
@@ -38,12 +41,16 @@ class Handover:
         if len(features) < MARKET_WIDTH:
             return  # no entry state: nothing to compare setups with
         exit_ms = max(trade.exit_time_ms, trade.entry_time_ms)  # as the journal writes it
-        self._count += 1
-        provisional = -self._count
-        self.provisional[(trade.symbol, trade.entry_time_ms, exit_ms)] = provisional
+        key = (trade.symbol, trade.entry_time_ms, exit_ms)
+        if key in self.provisional:  # the same trade again (its fills recorded again after a restart)
+            return
         pnl_bps = float(trade.pnl_bps)
         embedding = self.embedder.embed(features[None, :MARKET_WIDTH])[0]
+        provisional = -(self._count + 1)
         self.setups.add_trade(provisional, embedding, pnl_bps, pnl_bps > 0, exit_time_ms=exit_ms)
+        self._count += 1
+        self.provisional[key] = provisional
+        self.held[provisional] = (embedding, pnl_bps, exit_ms)
         if trade.pnl_quote < 0:  # as the loss analyzer's queue: pnl_quote, not the rounded bps
             self.penalties_due[provisional] = exit_ms + HORIZONS[ANALYSIS_HORIZON]
 
@@ -53,6 +60,7 @@ class Handover:
         provisional = self.provisional.pop((symbol, entry_ms, exit_ms), None)
         if provisional is None:
             return False
+        self.held.pop(provisional, None)
         self.setups.rekey(provisional, trade_id)
         due = self.penalties_due.pop(provisional, None)
         if due is not None:
@@ -67,7 +75,8 @@ class Handover:
         """Whether a penalty known before `as_of_ms` is still unknown here."""
         return any(known < as_of_ms for known in self.penalties_due.values())
 
-    def clear(self) -> None:
-        """The view was rebuilt from the rows: the handed-over trades went with the old one."""
-        self.provisional.clear()
-        self.penalties_due.clear()
+    def carry_into(self, fresh: NearestSetups) -> None:
+        """Before a rebuilt view replaces the old one: the trades handed over and not yet
+        learned go into it too (the rows it was built from do not have them)."""
+        for provisional, (embedding, pnl_bps, exit_ms) in self.held.items():
+            fresh.add_trade(provisional, embedding, pnl_bps, pnl_bps > 0, exit_time_ms=exit_ms)

@@ -18,10 +18,12 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+import asyncpg
 import numpy as np
 
 from huracan.analysis.attribution import SimilarSetups
 from huracan.analysis.handover import Handover
+from huracan.analysis.learning_bars import bars_around, exit_regimes
 from huracan.analysis.losses import analyze_loss
 from huracan.analysis.post_exit import PostExit, favourable_bps, horizon_covered, track_post_exit
 from huracan.analysis.trades import ANALYSIS_HORIZON, HORIZONS, TradeFacts
@@ -30,7 +32,7 @@ from huracan.core.candle import CandleSeries
 from huracan.core.timeframe import timeframe_ms
 from huracan.daemon.service import ServiceContext
 from huracan.execution.positions import ClosedTrade
-from huracan.features.market import WARMUP_BARS, Ohlcv, compute_market_features, regime_names
+from huracan.features.market import WARMUP_BARS
 from huracan.features.schema import MARKET_WIDTH
 from huracan.logs import get_logger
 from huracan.memory.candles import CandleStore
@@ -118,12 +120,26 @@ class LearningService:
         # Wakes the loop early (a replay waiting on loss penalties); notified after every pass.
         self._wake = asyncio.Event()
         self._passed = asyncio.Condition()
+        self._rebuilt = asyncio.Event()  # a replay's first bars wait for the rebuilt memory
+        # Replay trades below this id (the first one after this process started) are earlier
+        # sessions'; set at the first rebuild.
+        self._session_first_id = 0
+        self._stale = False
+        self.running = False
         # Trades whose analysis raised: logged once, retried by the next process.
         self.failed: set[int] = set()
 
     # --- the task ------------------------------------------------------------------------------
     async def run(self, ctx: ServiceContext) -> None:
         self._beat = ctx.beat
+        self.running = True
+        try:
+            await self._run(ctx)
+        finally:
+            self.running = False
+            self._rebuilt.set()  # nobody waits on a task that is not there
+
+    async def _run(self, ctx: ServiceContext) -> None:
         await self.rebuild()  # from the tables, into fresh state: a restart after a crash too
         while not ctx.stopping.is_set():
             self._wake.clear()  # before the pass: a call during it brings the next one at once
@@ -155,8 +171,11 @@ class LearningService:
     async def ready_for(self, as_of_ms: int) -> None:
         """For a replay's decision step: returns once every loss penalty the bar closing at
         `as_of_ms` would know live is in the view (at most READY_WAIT_S, then it goes on)."""
+        if not self.running:  # a harness without the learning task: nothing will come
+            return
         try:
             async with asyncio.timeout(READY_WAIT_S):
+                await self._rebuilt.wait()
                 while self.handover.due_before(as_of_ms):
                     async with self._passed:
                         self._wake.set()
@@ -179,10 +198,14 @@ class LearningService:
         """A pass whose failure (a database hiccup, a defect) is logged and retried at the next
         interval: learning is never a reason to stop trading."""
         try:
+            if self._stale:  # memory ran ahead of what a failed pass committed: start from rows
+                await self.rebuild()
+                self._stale = False
             await self.learn_pass()
         except Exception:
             self.stats.failed_passes += 1
-            log.exception("learning pass failed; retrying at the next interval")
+            self._stale = True
+            log.exception("learning pass failed; the next one starts from the tables again")
         async with self._passed:
             self._passed.notify_all()
 
@@ -190,6 +213,8 @@ class LearningService:
         """The library and the nearest-setups view from the stored trades and patterns, into
         fresh state (the setups object shared with the decision step is refilled in place)."""
         started = time.perf_counter()
+        if not self._session_first_id:  # first thing: this session's trades come after it
+            self._session_first_id = await self.store.max_trade_id() + 1
         self.library = PatternLibrary(radius=self.library.radius)
         self.next_track_id = self.next_analysis_id = 0
         self.failed.clear()
@@ -222,7 +247,8 @@ class LearningService:
         # A replay starts history over: earlier replays' trades of the same days would be a
         # memory of another run, so its agent starts from the other modes' trades only (a
         # replay on a fresh database and a second one on the same database decide alike).
-        seen = [t for t in learned if not (self.fresh_replay and t.mode == "replay")]
+        first = self._session_first_id
+        seen = [t for t in learned if not (self.fresh_replay and t.mode == "replay" and t.trade_id < first)]
         # The index over every trade is built off the event loop, then swapped in at once.
         fresh = self.setups.empty_like()
         if seen:
@@ -236,8 +262,9 @@ class LearningService:
                 exit_time_ms=[t.exit_time_ms for t in seen],
                 known_ms=[t.exit_time_ms + HORIZONS[ANALYSIS_HORIZON] for t in seen],
             )
+        self.handover.carry_into(fresh)  # no await between: nothing is handed over meanwhile
         self.setups.adopt(fresh)
-        self.handover.clear()  # handed-over trades were in the replaced memory: learned from rows
+        self._rebuilt.set()
         # Statistics are derived: write them once more in case the last process died between passes.
         await self.store.save_stats([self.library.stats(p) for p in self.library.pattern_ids()])
         self.stats.rebuilt_trades = len(learned)
@@ -271,7 +298,7 @@ class LearningService:
             return True
         series = await self._series(trades, before_ms=WARMUP_BARS * self.step_ms, after_ms=self.step_ms)
         embeddings = self.embedder.embed(np.stack([t.entry_features[:MARKET_WIDTH] for t in trades]))
-        regimes = self._exit_regimes(trades, series)
+        regimes = exit_regimes(trades, series, self.step_ms)
         learned: list[Learned] = []
         touched: set[int] = set()
         for trade, embedding, exit_regime in zip(trades, embeddings, regimes, strict=True):
@@ -364,7 +391,15 @@ class LearningService:
         for trade, pattern_id in pending:
             try:
                 await self._analyse_one(trade, pattern_id, series[trade.symbol])
-            except (ValueError, ArithmeticError, IndexError) as exc:
+            except (
+                ValueError,
+                ArithmeticError,
+                IndexError,
+                TypeError,
+                KeyError,
+                asyncpg.DataError,
+                asyncpg.IntegrityConstraintViolationError,
+            ) as exc:
                 # A defect in the analysis of one trade must not stop learning from the others.
                 self.failed.add(trade.trade_id)
                 self.handover.settled(trade.trade_id)
@@ -426,51 +461,32 @@ class LearningService:
         embedding = self.embedder.embed(trade.entry_features[None, :MARKET_WIDTH])[0]
         if self.pgvector:  # one filtered k-nearest query, exact about the exit times
             found = await similar_before(
-                self.store.pool, embedding, trade.entry_time_ms, self.neighbours, exclude=trade.trade_id
+                self.store.pool,
+                embedding,
+                trade.entry_time_ms,
+                self.neighbours,
+                exclude=trade.trade_id,
+                exchange=self.store.exchange,
+                replays_before=self._session_first_id if self.fresh_replay else 0,
             )
             known = [(won, pnl, features) for _, won, pnl, features in found]
         else:  # in process, among the trades that had exited by the entry
             ids, _ = self.setups.similar(embedding, self.neighbours, before_ms=trade.entry_time_ms)
             known = await self.store.outcomes(ids[ids != trade.trade_id].tolist(), trade.entry_time_ms)
-        if not known:
-            return SimilarSetups.empty(MARKET_WIDTH)
-        return SimilarSetups(
-            won=np.asarray([k[0] for k in known], dtype=bool),
-            pnl_bps=np.asarray([k[1] for k in known], dtype=np.float64),
-            features=np.asarray([k[2][:MARKET_WIDTH] for k in known], dtype=np.float64),
-        )
+        return SimilarSetups.of(known, MARKET_WIDTH)
 
-    # --- candles -------------------------------------------------------------------------------
     async def _series(
         self, trades: Sequence[TradeFacts], *, before_ms: int, after_ms: int
     ) -> dict[str, CandleSeries]:
-        """Per symbol, one read covering every trade's [entry - before, exit + after)."""
-        out: dict[str, CandleSeries] = {}
-        for symbol in sorted({t.symbol for t in trades}):
-            mine = [t for t in trades if t.symbol == symbol]
-            start = min(t.entry_time_ms for t in mine) - before_ms
-            end = max(t.exit_time_ms for t in mine) + after_ms + self.step_ms
-            out[symbol] = await self.candles.read_series(
-                self.store.exchange, symbol, self.timeframe, start, end
-            )
-            await asyncio.sleep(0)  # a long backlog must not hold the decision step up
-        return out
-
-    def _exit_regimes(
-        self, trades: Sequence[TradeFacts], series: dict[str, CandleSeries]
-    ) -> list[str | None]:
-        """The market regime of the last bar closed at each exit (None without enough bars):
-        the features of each symbol's bars computed once for the batch."""
-        features = {s: compute_market_features(Ohlcv.from_series(bars)) for s, bars in series.items()}
-        regimes: list[str | None] = []
-        for trade in trades:
-            bars = series[trade.symbol]
-            last = (
-                int(np.searchsorted(bars.open_time_ms, trade.exit_time_ms - self.step_ms, side="right")) - 1
-            )
-            name = regime_names(features[trade.symbol][last : last + 1])[0] if last >= 0 else "unknown"
-            regimes.append(None if name == "unknown" else name)
-        return regimes
+        """Per symbol, the bars of every trade's [entry - before, exit + after], a bar more."""
+        return await bars_around(
+            self.candles,
+            self.store.exchange,
+            self.timeframe,
+            trades,
+            before_ms=before_ms,
+            after_ms=after_ms + self.step_ms,
+        )
 
     def summary(self) -> str:
         s = self.stats

@@ -437,7 +437,10 @@ class Executor:
             self.stats.closed_account.append((closed.exit_time_ms, pnl_account))
             self.stats.realised_account += pnl_account
             if self.on_closed is not None:
-                self.on_closed(closed)
+                try:
+                    self.on_closed(closed)
+                except Exception:  # the pattern memory's problem must not fail a fill
+                    log.exception("closed-trade hook failed", symbol=closed.symbol)
         return closed
 
     def write_order(self, order: ManagedOrder) -> None:

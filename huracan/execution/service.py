@@ -246,6 +246,9 @@ class TradingService:
         async with self._marked:
             self.marked_through = 2**62
             self._marked.notify_all()
+        async with self._traded:  # a replay's ingest must not wait for a bar nobody will trade
+            self.traded_through = 2**62
+            self._traded.notify_all()
 
     def summary(self) -> str:
         stats = self.executor.stats

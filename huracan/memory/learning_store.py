@@ -183,11 +183,11 @@ class LearningStore:
     async def outcomes(
         self, trade_ids: Sequence[int], before_ms: int
     ) -> list[tuple[bool, float, list[float]]]:
-        """Win, pnl_bps and entry features of those of `trade_ids` that had exited by
+        """Win, pnl_bps and entry features of those of `trade_ids` that had exited before
         `before_ms`, in the order of `trade_ids` (nearest first)."""
         rows = await self.pool.fetch(
             "SELECT id, is_win, pnl_bps, entry_features FROM trade_memory "
-            "WHERE id = ANY($1::bigint[]) AND exit_time <= $2",
+            "WHERE id = ANY($1::bigint[]) AND exit_time < $2",
             list(trade_ids),
             ms_to_datetime(before_ms),
         )

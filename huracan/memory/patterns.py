@@ -265,14 +265,14 @@ class PatternLibrary:
         return centroid
 
     def history(self, pattern_id: int, before_ms: int, *, exclude: int | None = None) -> tuple[int, int]:
-        """(occurrences, wins) of the pattern's trades that had exited by `before_ms`, without
-        trade `exclude`: what was known of the pattern at that time."""
+        """(occurrences, wins) of the pattern's trades that had exited before `before_ms`,
+        without trade `exclude`: what was known of the pattern at that time."""
         pattern = self._pattern(pattern_id)
         occurrences = wins = 0
         for trade_id, pnl, exit_ms in zip(
             pattern.trade_ids, pattern.pnl_bps, pattern.exit_time_ms, strict=True
         ):
-            if exit_ms <= before_ms and trade_id != exclude:
+            if exit_ms < before_ms and trade_id != exclude:
                 occurrences += 1
                 wins += pnl > 0
         return occurrences, wins

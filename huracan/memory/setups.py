@@ -23,9 +23,10 @@ rebuilt from the database holds the trades of earlier runs, some exiting after t
   (known_ms: when the loss analysis could run, its analysis horizon after the exit); before,
   weight 1. The training walk (huracan/rl/pattern_memory.py) uses the same two strict rules,
   so a model reads in training what it reads live.
-- similar(before_ms) and base_win_rate(before_ms): before_ms is a trade's entry; trades that
-  had exited by it (exit_time_ms <= before_ms) count, as PostgreSQL's similar_before does, so
-  the analyzers' in-process and SQL paths agree.
+- similar(before_ms) and base_win_rate(before_ms): before_ms is a trade's entry; only trades
+  that had exited before it (exit_time_ms < before_ms) count: one exiting at the same instant
+  was closed by the same decision step, not known to it. PostgreSQL's similar_before and the
+  pattern library's history use the same rule, so the analyzers' paths agree.
 Live every stored trade has exited before the bar being decided: the latest exit (and the
 latest time a penalty became known) are kept, and when as_of_ms is past them the search is the
 unfiltered one, at the cost it always had.
@@ -266,22 +267,22 @@ class NearestSetups:
 
     def similar(self, embedding: npt.ArrayLike, k: int, before_ms: int | None = None) -> tuple[I64, F32]:
         """Trade ids and distances of the k nearest stored trades (fewer when fewer qualify),
-        nearest first; before_ms: only those exited by then (exit_time_ms <= before_ms)."""
+        nearest first; before_ms: only those exited before then (exit_time_ms < before_ms)."""
         vector = np.asarray(embedding, dtype=np.float32)
         if vector.shape != (EMBEDDING_DIM,) or not np.isfinite(vector).all():
             raise ValueError(f"nearest setups: an embedding of {EMBEDDING_DIM} finite numbers expected")
         if k < 1:
             raise ValueError(f"nearest setups: k {k} must be >= 1")
-        rows, distances = self.neighbours(vector[None], k, None if before_ms is None else before_ms + 1)
+        rows, distances = self.neighbours(vector[None], k, before_ms)
         found = rows[0] >= 0
         return self._trade_ids[rows[0][found]], distances[0][found].astype(np.float32)
 
     def base_win_rate(self, before_ms: int) -> float | None:
-        """The share of wins among the stored trades exited by before_ms (exit_time_ms <=
+        """The share of wins among the stored trades exited before before_ms (exit_time_ms <
         before_ms); None when there is none. O(log n), after merging trades added since."""
         if self._tallied < self._n:
             self._tally()
-        exited = int(np.searchsorted(self._tally_exit_ms, before_ms, side="right"))
+        exited = int(np.searchsorted(self._tally_exit_ms, before_ms, side="left"))
         return None if exited == 0 else int(self._tally_wins[exited - 1]) / exited
 
     def nearest_setups(

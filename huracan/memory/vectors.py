@@ -95,10 +95,18 @@ async def prepare_pgvector(pool: asyncpg.Pool, beat: Callable[[], None] = lambda
 
 
 async def similar_before(
-    pool: asyncpg.Pool, embedding: npt.NDArray[np.floating], before_ms: int, k: int, *, exclude: int
+    pool: asyncpg.Pool,
+    embedding: npt.NDArray[np.floating],
+    before_ms: int,
+    k: int,
+    *,
+    exclude: int,
+    exchange: str,
+    replays_before: int = 0,
 ) -> list[tuple[int, bool, float, list[float]]]:
-    """The k trades nearest to `embedding` (Euclidean) that had exited by `before_ms`, nearest
-    first, without trade `exclude`: (id, won, pnl_bps, entry_features)."""
+    """The k trades of `exchange` nearest to `embedding` (Euclidean) that had exited before
+    `before_ms`, nearest first, without trade `exclude` and without replay trades of ids below
+    `replays_before` (a replay's view leaves earlier sessions out): (id, won, pnl_bps, features)."""
     async with pool.acquire() as conn, conn.transaction():
         # HNSW filters after its candidate list: a longer list keeps k found when many of the
         # nearest exited after the entry.
@@ -106,13 +114,16 @@ async def similar_before(
         rows = await conn.fetch(
             """
             SELECT id, is_win, pnl_bps, entry_features FROM trade_memory
-            WHERE exit_time <= $2 AND id <> $4 AND entry_embedding_vec IS NOT NULL
+            WHERE exit_time < $2 AND id <> $4 AND entry_embedding_vec IS NOT NULL
+              AND exchange = $5 AND NOT (mode = 'replay' AND id < $6)
             ORDER BY entry_embedding_vec <-> $1::real[]::vector LIMIT $3
             """,
             [float(x) for x in np.asarray(embedding).reshape(-1)],
             ms_to_datetime(before_ms),
             k,
             exclude,
+            exchange,
+            replays_before,
         )
     return [(r[0], bool(r[1]), float(r[2]), list(r[3])) for r in rows]
 
