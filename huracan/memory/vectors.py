@@ -43,7 +43,16 @@ INDEX_TIMEOUT_S = 3_600.0
 
 
 async def pgvector_available(pool: asyncpg.Pool) -> bool:
-    """Whether the server offers the extension and it is (or may be) created in this database."""
+    """Whether the server offers the extension and it is (or may be) created in this database;
+    False too when its columns could not be added now (the table busy: the next start tries)."""
+    try:
+        return await _available(pool)
+    except asyncpg.LockNotAvailableError:
+        log.warning("a pgvector column waits for a busy table; similarity search stays in process for now")
+        return False
+
+
+async def _available(pool: asyncpg.Pool) -> bool:
     if await pool.fetchval("SELECT 1 FROM pg_available_extensions WHERE name = 'vector'") is None:
         log.info("pgvector not available on this server; similarity search stays in process")
         return False
@@ -55,8 +64,20 @@ async def pgvector_available(pool: asyncpg.Pool) -> bool:
         )
         return False
     for table, column, _, _ in _COLUMNS:
-        # Names are the constants above. No default: adding the column rewrites nothing.
-        await pool.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} vector({EMBEDDING_DIM})")
+        exists = await pool.fetchval(
+            "SELECT 1 FROM information_schema.columns WHERE table_name = $1 AND column_name = $2",
+            table,
+            column,
+        )
+        if exists:  # ALTER would take the table's lock even to find the column there
+            continue
+        # Names are the constants above. No default: adding the column rewrites nothing. A
+        # short lock timeout: never queue the journal's writes behind a long query.
+        async with pool.acquire() as conn, conn.transaction():
+            await conn.execute("SET LOCAL lock_timeout = '2s'")
+            await conn.execute(
+                f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} vector({EMBEDDING_DIM})"
+            )
     return True
 
 
