@@ -301,9 +301,10 @@ async def test_a_trade_handed_over_at_its_close_is_seen_at_once_and_keeps_its_pl
     exit_ms = closed.exit_time_ms
     learning.note_closed(closed)
     row = btc_features[520:521]
-    # Visible to a bar closing after the exit, not to one closing at it.
-    assert learning.setups.nearest_setups([BTC], row, exit_ms + STEP)[0, 2] > 0
-    assert learning.setups.nearest_setups([BTC], row, exit_ms)[0, 2] == 0
+    assert len(learning.setups) == 0  # only noted on the fill path
+    # The decision step's view puts it in first: visible to a bar closing after the exit, not at it.
+    assert learning.view.nearest_setups([BTC], row, exit_ms + STEP)[0, 2] > 0
+    assert learning.view.nearest_setups([BTC], row, exit_ms)[0, 2] == 0
     # Its row (same times) is learned later: the same entry, now under its id.
     (trade_id,) = await insert_trades(db_pool, btc, btc_features, [(500, 510)])
     await learning.learn_pass()
@@ -332,7 +333,7 @@ async def test_a_replay_bar_waits_for_the_loss_penalties_it_would_know(
         await insert_trades(db_pool, btc, btc_features, [(i, i + 10)])
         known = closed.exit_time_ms + 4 * 3_600_000
         row = btc_features[i + 60 : i + 61]
-        unpenalised = learning.setups.nearest_setups([BTC], row, known)
+        unpenalised = learning.view.nearest_setups([BTC], row, known)
         assert learning.handover.due_before(known + 1)
         await asyncio.wait_for(learning.ready_for(known + 1), 10)
         assert not learning.handover.due_before(known + 1)

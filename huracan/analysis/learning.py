@@ -16,14 +16,14 @@ import contextlib
 import dataclasses
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 
 import asyncpg
 import numpy as np
 
 from huracan.analysis.attribution import SimilarSetups
-from huracan.analysis.handover import Handover
+from huracan.analysis.handover import DrainingView, Handover
 from huracan.analysis.learning_bars import bars_around, exit_regimes
+from huracan.analysis.learning_stats import LearningStats
 from huracan.analysis.losses import analyze_loss
 from huracan.analysis.post_exit import PostExit, favourable_bps, horizon_covered, track_post_exit
 from huracan.analysis.trades import ANALYSIS_HORIZON, HORIZONS, TradeFacts
@@ -56,20 +56,6 @@ GIVE_UP_AFTER_MS = 2 * 86_400_000
 UPSTREAM_WAIT_S = 10.0
 # How long a replay bar waits for loss analyses it should know (then decides without them).
 READY_WAIT_S = 10.0
-
-
-@dataclass(slots=True)
-class LearningStats:
-    learned: int = 0
-    new_patterns: int = 0
-    tracked: int = 0
-    wins_analysed: int = 0
-    losses_analysed: int = 0
-    failed: int = 0
-    failed_passes: int = 0
-    rebuilt_trades: int = 0
-    rebuild_s: float = 0.0
-    loss_reasons: dict[str, int] = field(default_factory=dict)
 
 
 class LearningService:
@@ -117,6 +103,7 @@ class LearningService:
         # Trades handed over at their close (note_closed), under a provisional negative id until
         # their trade_memory row is learned: (symbol, entry ms, exit ms) -> provisional id.
         self.handover = Handover(setups, self.embedder)
+        self.view = DrainingView(self.handover)  # what the decision step reads
         # Wakes the loop early (a replay waiting on loss penalties); notified after every pass.
         self._wake = asyncio.Event()
         self._passed = asyncio.Condition()
@@ -171,7 +158,7 @@ class LearningService:
     async def ready_for(self, as_of_ms: int) -> None:
         """For a replay's decision step: returns once every loss penalty the bar closing at
         `as_of_ms` would know live is in the view (at most READY_WAIT_S, then it goes on)."""
-        if not self.running:  # a harness without the learning task: nothing will come
+        if not self.running:  # a harness without the learning task: no penalty will come
             return
         try:
             async with asyncio.timeout(READY_WAIT_S):
@@ -279,6 +266,7 @@ class LearningService:
         )
 
     async def learn_pass(self) -> None:
+        self.handover.drain()
         newest = await self.store.max_trade_id()
         drained = False
         while not drained:  # batch by batch; each awaits the database, so bars go on between
@@ -489,12 +477,4 @@ class LearningService:
         )
 
     def summary(self) -> str:
-        s = self.stats
-        reasons = (
-            ", ".join(f"{k} {v}" for k, v in sorted(s.loss_reasons.items(), key=lambda kv: -kv[1])) or "none"
-        )
-        return (
-            f"learning: {s.learned} trades learned into {len(self.library)} patterns ({s.new_patterns} new), "
-            f"{s.tracked} post-exit rows, {s.wins_analysed} wins and {s.losses_analysed} losses analysed "
-            f"(loss reasons: {reasons}); rebuilt {s.rebuilt_trades} trades in {s.rebuild_s:.2f} s"
-        )
+        return self.stats.summary(patterns=len(self.library))

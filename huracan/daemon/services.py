@@ -167,7 +167,7 @@ def trading_services(
         store=store,
         models=ModelSlots(ModelRegistry(deps.pool, model_dir_of(config)), ingest.plan.symbols, bars_per_day),
         positions=trading.executor.book,
-        patterns=setups,
+        patterns=learning.view,
         intents=intents,
         cost=CostAssumptions(
             taker_fee_bps=execution.taker_fee_bps,
