@@ -34,7 +34,14 @@ CREATE INDEX pattern_library_embedding_version_idx ON pattern_library (embedding
 ALTER TABLE model_performance
     -- Sums of the winning and (as a positive number) the losing trades' net PnL, quote currency.
     ADD COLUMN gross_profit_quote numeric NOT NULL DEFAULT 0 CHECK (gross_profit_quote >= 0),
-    ADD COLUMN gross_loss_quote   numeric NOT NULL DEFAULT 0 CHECK (gross_loss_quote >= 0);
+    ADD COLUMN gross_loss_quote   numeric NOT NULL DEFAULT 0 CHECK (gross_loss_quote >= 0),
+    -- Whose results: 'paper' (the decision step's paper book, every deciding version alike, the
+    -- A/B comparison's) or the mode of the version's own trades in trade_memory (a replay's rows
+    -- are its latest session's).
+    ADD COLUMN source text NOT NULL DEFAULT 'paper'
+        CONSTRAINT model_performance_source_check CHECK (source IN ('paper', 'replay', 'shadow', 'live')),
+    DROP CONSTRAINT model_performance_model_day_unique,
+    ADD CONSTRAINT model_performance_model_day_source_unique UNIQUE (model_version, day, source);
 
 -- Trades the pattern library has not yet embedded and assigned: the learning loop's queue,
 -- taken in exit order.

@@ -161,17 +161,27 @@ async def _check_memory(dsn: str) -> None:
             == 0
         )
 
-        # model_performance: a row per day for the model that traded, with its metrics filled
-        # from the second day on.
-        versions = await conn.fetch("SELECT DISTINCT model_version FROM trade_memory")
-        for (version,) in versions:
-            days = await conn.fetch(
-                "SELECT day, trades, sharpe, max_drawdown_pct FROM model_performance WHERE model_version = $1 "
-                "ORDER BY day",
-                version,
-            )
-            assert len(days) >= 2, version
-            assert all(d["max_drawdown_pct"] is not None for d in days[1:])
+        # model_performance: the version's own trades per UTC day (source = the mode), the same
+        # numbers as trade_memory's, with the metrics of the days so far.
+        disagreeing_days = await conn.fetch(
+            """
+            WITH d AS (
+                SELECT model_version, (exit_time AT TIME ZONE 'UTC')::date AS day, count(*) AS trades,
+                       count(*) FILTER (WHERE pnl_quote > 0) AS wins, sum(pnl_quote) AS pnl
+                FROM trade_memory GROUP BY 1, 2)
+            SELECT d.* FROM d LEFT JOIN model_performance p
+              ON p.model_version = d.model_version AND p.day = d.day AND p.source = 'replay'
+            WHERE p.trades IS DISTINCT FROM d.trades OR p.wins IS DISTINCT FROM d.wins
+               OR p.pnl_quote IS DISTINCT FROM d.pnl
+            """
+        )
+        assert disagreeing_days == []
+        days = await conn.fetch(
+            "SELECT day, sharpe, max_drawdown_pct FROM model_performance WHERE source = 'replay' ORDER BY day"
+        )
+        assert len(days) >= 2
+        assert all(d["max_drawdown_pct"] is not None for d in days)
+        assert days[-1]["sharpe"] is not None
     finally:
         await conn.close()
 

@@ -60,7 +60,7 @@ INSERT INTO model_performance AS p
      gross_profit_quote, gross_loss_quote)
 VALUES ($1, $2, $3::integer, $4::integer, $5::integer, $4::integer::double precision / $3::integer,
         $6::numeric, $7::numeric, $8::numeric, $9::double precision / $3::integer, $10::numeric, $11::numeric)
-ON CONFLICT (model_version, day) DO UPDATE SET
+ON CONFLICT (model_version, day, source) DO UPDATE SET
     trades = p.trades + EXCLUDED.trades,
     wins = p.wins + EXCLUDED.wins,
     losses = p.losses + EXCLUDED.losses,
@@ -78,13 +78,13 @@ ON CONFLICT (model_version, day) DO UPDATE SET
 SERIES = """
 SELECT model_version, day, pnl_quote, gross_profit_quote, gross_loss_quote,
        sharpe, sortino, calmar, max_drawdown_pct, profit_factor
-FROM model_performance WHERE model_version = ANY($1::text[]) ORDER BY model_version, day
+FROM model_performance WHERE model_version = ANY($1::text[]) AND source = 'paper' ORDER BY model_version, day
 """
 
 SET_METRICS = """
 UPDATE model_performance SET sharpe = $3, sortino = $4, calmar = $5, max_drawdown_pct = $6,
     profit_factor = $7, updated_at = now()
-WHERE model_version = $1 AND day = $2
+WHERE model_version = $1 AND day = $2 AND source = 'paper'
 """
 
 METRIC_COLUMNS = ("sharpe", "sortino", "calmar", "max_drawdown_pct", "profit_factor")

@@ -16,13 +16,14 @@ import contextlib
 import dataclasses
 import time
 from collections.abc import Callable, Sequence
+from decimal import Decimal
 
 import asyncpg
 import numpy as np
 
 from huracan.analysis.attribution import SimilarSetups
 from huracan.analysis.handover import DrainingView, Handover
-from huracan.analysis.learning_bars import bars_around, exit_regimes
+from huracan.analysis.learning_bars import bars_around, exit_regimes, utc_day
 from huracan.analysis.learning_stats import LearningStats
 from huracan.analysis.losses import analyze_loss
 from huracan.analysis.post_exit import PostExit, favourable_bps, horizon_covered, track_post_exit
@@ -40,6 +41,7 @@ from huracan.memory.embedding import EntryEmbedder
 from huracan.memory.learning_store import Learned, LearningStore
 from huracan.memory.patterns import PatternLibrary, TradeOutcome
 from huracan.memory.setups import NearestSetups
+from huracan.memory.trade_performance import record_trade_days
 from huracan.memory.vectors import pgvector_available, prepare_pgvector, similar_before
 
 log = get_logger("huracan.analysis.learning")
@@ -75,11 +77,15 @@ class LearningService:
         library: PatternLibrary | None = None,
         upstream_stopped: asyncio.Event | None = None,
         fresh_replay: bool = False,
+        mode: str = "replay",
+        equity_quote: Decimal | None = None,
     ) -> None:
         """upstream_stopped: set when the task that writes the trades (the trading task) has
         stopped; the last pass at stop waits for it (up to UPSTREAM_WAIT_S). fresh_replay: the
         agent's view leaves out earlier replay sessions' trades (the pattern library keeps them)."""
         self.fresh_replay = fresh_replay
+        # The versions' own trades per day into model_performance (source = mode); None: not.
+        self.mode, self.equity_quote = mode, equity_quote
         self.store = store
         self.candles = candles
         self.setups = setups
@@ -313,6 +319,15 @@ class LearningService:
             learned.append(Learned(trade.trade_id, embedding, exit_regime, pattern_id))
         await self.store.save_learned(learned, [self.library.stats(p) for p in sorted(touched)])
         self.stats.learned += len(learned)
+        if self.equity_quote is not None:
+            await record_trade_days(
+                self.store.pool,
+                exchange=self.store.exchange,
+                mode=self.mode,
+                days={(t.model_version, utc_day(t.exit_time_ms)) for t in trades},
+                first_id=self._session_first_id if self.fresh_replay else 0,
+                equity_quote=self.equity_quote,
+            )
         return len(trades) < self.batch
 
     async def track(self) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from datetime import UTC, date, datetime
 
 import numpy as np
 
@@ -46,3 +47,8 @@ def exit_regimes(
         name = regime_names(features[trade.symbol][last : last + 1])[0] if last >= 0 else "unknown"
         regimes.append(None if name == "unknown" else name)
     return regimes
+
+
+def utc_day(time_ms: int) -> date:
+    """The UTC calendar day of a time: the day of `model_performance`'s rows."""
+    return datetime.fromtimestamp(time_ms // 1000, tz=UTC).date()

@@ -153,6 +153,8 @@ def trading_services(
         embedder=embedder,
         upstream_stopped=trading.stopped,
         fresh_replay=config.exchange.mode == "replay",
+        mode=config.exchange.mode,
+        equity_quote=config.risk.capital / rate,
     )
     trading.executor.on_closed = learning.note_closed
     if config.exchange.mode == "replay":
