@@ -76,7 +76,7 @@ def test_train_register_list_and_decide(
     # bar 335 of a history, so of the 576 replayed bar times the first 47 are not decided.
     decisions = int(agent_line.split(";")[1].split()[0])
     assert decisions == 3 * (576 - (335 - 288))
-    # The champion's paper results reached model_performance, and agree with the summary.
+    # The champion's paper results reached model_performance (its paper rows), and agree with the summary.
     paper = agent_line.split("paper results: ")[1]
     rows = asyncio.run(performance(db_dsn))
     if "no paper trades closed" in paper:
@@ -140,7 +140,9 @@ async def trades(dsn: str) -> list[asyncpg.Record]:
 async def performance(dsn: str) -> list[tuple[str, int, int]]:
     conn = await asyncpg.connect(dsn)
     try:
-        found = await conn.fetch("SELECT model_version, trades, wins FROM model_performance ORDER BY day")
+        found = await conn.fetch(
+            "SELECT model_version, trades, wins FROM model_performance WHERE source = 'paper' ORDER BY day"
+        )
     finally:
         await conn.close()
     return [(r["model_version"], r["trades"], r["wins"]) for r in found]
