@@ -290,7 +290,10 @@ class LearningService:
         trades = await self.store.unlearned(self.batch)
         if not trades:
             return True
-        series = await self._series(trades, before_ms=WARMUP_BARS * self.step_ms, after_ms=self.step_ms)
+        # A day more than the warm-up: a series with holes (venue outages) still warms up.
+        series = await self._series(
+            trades, before_ms=WARMUP_BARS * self.step_ms + DAY_MS, after_ms=self.step_ms
+        )
         embeddings = self.embedder.embed(np.stack([t.entry_features[:MARKET_WIDTH] for t in trades]))
         regimes = exit_regimes(trades, series, self.step_ms)
         learned: list[Learned] = []
