@@ -25,7 +25,7 @@ from decimal import Decimal
 import asyncpg
 
 from huracan.agent.paper import PaperTrade
-from huracan.analysis.performance import daily_metrics
+from huracan.memory.trade_performance import refresh_metrics
 
 # pg_advisory_xact_lock key, the bytes of "huracanP" as a big-endian bigint: flushes take turns,
 # so a flush's metrics are never computed from rows that another flush is still adding to.
@@ -74,20 +74,6 @@ ON CONFLICT (model_version, day, source) DO UPDATE SET
     gross_loss_quote = p.gross_loss_quote + EXCLUDED.gross_loss_quote,
     updated_at = now()
 """
-
-SERIES = """
-SELECT model_version, day, pnl_quote, gross_profit_quote, gross_loss_quote,
-       sharpe, sortino, calmar, max_drawdown_pct, profit_factor
-FROM model_performance WHERE model_version = ANY($1::text[]) AND source = 'paper' ORDER BY model_version, day
-"""
-
-SET_METRICS = """
-UPDATE model_performance SET sharpe = $3, sortino = $4, calmar = $5, max_drawdown_pct = $6,
-    profit_factor = $7, updated_at = now()
-WHERE model_version = $1 AND day = $2 AND source = 'paper'
-"""
-
-METRIC_COLUMNS = ("sharpe", "sortino", "calmar", "max_drawdown_pct", "profit_factor")
 
 
 class PerformanceRecorder:
@@ -153,26 +139,12 @@ class PerformanceRecorder:
         return len(rows)
 
     async def _set_metrics(self, conn: asyncpg.Connection, versions: list[str]) -> None:
-        """Recompute the metric columns of every row of `versions`; write the ones that differ."""
-        by_version: dict[str, list[asyncpg.Record]] = {}
-        for row in await conn.fetch(SERIES, versions):
-            by_version.setdefault(row["model_version"], []).append(row)
-        updates = []
-        for version, rows in by_version.items():
-            metrics = daily_metrics(
-                [r["day"] for r in rows],
-                [r["pnl_quote"] for r in rows],
-                [r["gross_profit_quote"] for r in rows],
-                [r["gross_loss_quote"] for r in rows],
-                self.equity_quote * self.symbols_by_version.get(version, self.symbols),
-            )
-            for row, m in zip(rows, metrics, strict=True):
-                # Exact comparison: the same stored inputs give the same floats, so an unchanged
-                # row is left alone (no write, no new row version) and a changed one is rewritten.
-                if tuple(row[c] for c in METRIC_COLUMNS) != m.columns():
-                    updates.append((version, m.day, *m.columns()))
-        if updates:
-            await conn.executemany(SET_METRICS, updates)
+        """Recompute the metric columns of every paper row of `versions`."""
+        await refresh_metrics(
+            conn,
+            "paper",
+            {v: self.equity_quote * self.symbols_by_version.get(v, self.symbols) for v in versions},
+        )
 
     def summary(self) -> str:
         parts = []

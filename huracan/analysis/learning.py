@@ -26,7 +26,7 @@ from huracan.analysis.handover import DrainingView, Handover
 from huracan.analysis.learning_bars import bars_around, exit_regimes, utc_day
 from huracan.analysis.learning_stats import LearningStats
 from huracan.analysis.losses import analyze_loss
-from huracan.analysis.post_exit import PostExit, favourable_bps, horizon_covered, track_post_exit
+from huracan.analysis.post_exit import PostExit, best_move_from_entry, horizon_covered, track_post_exit
 from huracan.analysis.trades import ANALYSIS_HORIZON, HORIZONS, TradeFacts
 from huracan.analysis.wins import analyze_win
 from huracan.core.candle import CandleSeries
@@ -278,7 +278,7 @@ class LearningService:
         while not drained:  # batch by batch; each awaits the database, so bars go on between
             drained = await self.learn_new()
             self._beat()
-        await self.track()
+        await self.track(newest)
         await self.analyse()
         # Below both bounds every trade is learned, tracked to 4 h and analysed (or breakeven,
         # or failed: those are retried by the next process): later passes skip them.
@@ -333,9 +333,9 @@ class LearningService:
             )
         return len(trades) < self.batch
 
-    async def track(self) -> None:
-        """Post-exit rows for every horizon whose bars are stored (a page of trades a pass)."""
-        newest = await self.store.max_trade_id()
+    async def track(self, newest: int) -> None:
+        """Post-exit rows for every horizon whose bars are stored (a page of trades a pass);
+        `newest`: the highest trade id when the pass began."""
         pending = await self.store.untracked(self.next_track_id, self.horizons, TRACK_PAGE)
         latest: dict[str, int | None] = {}
         for symbol in {t.symbol for t, _ in pending}:
@@ -424,17 +424,18 @@ class LearningService:
         post = track_post_exit(trade, series, ANALYSIS_HORIZON, self.step_ms)
         similar = await self._similar(trade) if pattern_id is not None else SimilarSetups.empty(MARKET_WIDTH)
         if post is not None and pattern_id is not None:
-            # The best move from entry through the horizon, the hold window included.
-            best_move = max(
-                trade.gross_move_bps, favourable_bps(trade.sign, trade.entry_price, post.optimal_exit_price)
-            )
             best_at = (
                 post.optimal_exit_time_ms if post.optimal_exit_time_ms is not None else post.best_price_at_ms
             )
-            # Bar open times: the best bar may have opened up to a bar before the entry fill.
-            self.library.record_post_exit(
-                pattern_id, trade.trade_id, best_move, max(0, best_at - trade.entry_time_ms)
+            best_move, after_ms = best_move_from_entry(
+                trade.sign,
+                trade.entry_price,
+                trade.exit_price,
+                trade.entry_time_ms,
+                post.optimal_exit_price,
+                best_at,
             )
+            self.library.record_post_exit(pattern_id, trade.trade_id, best_move, after_ms)
         if trade.won:
             # The base rate of what had exited by the entry: no later trade judges this one.
             base = self.setups.base_win_rate(trade.entry_time_ms)

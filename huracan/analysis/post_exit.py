@@ -104,6 +104,25 @@ class PostExit:
     should_have_exited_earlier: bool
 
 
+def best_move_from_entry(
+    sign: float,
+    entry_price: float,
+    exit_price: float,
+    entry_ms: int,
+    optimal_exit_price: float | None,
+    optimal_exit_ms: int,
+) -> tuple[float, int]:
+    """The best favourable move from entry (bps, at least the exit's) through the tracked
+    horizon, hold window included, and how long after entry it came: what the pattern library's
+    exit threshold and best hold are made of. `optimal_exit_price` None (a row from before it was
+    recorded): the exit's move. Bar open times: the best bar may have opened up to a bar before
+    the entry fill, so the time is at least 0."""
+    move = favourable_bps(sign, entry_price, exit_price)
+    if optimal_exit_price is not None:
+        move = max(move, favourable_bps(sign, entry_price, optimal_exit_price))
+    return move, max(0, optimal_exit_ms - entry_ms)
+
+
 def track_post_exit(
     trade: TradeFacts, candles: CandleSeries, horizon: str, timeframe_ms: int
 ) -> PostExit | None:

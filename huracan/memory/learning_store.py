@@ -22,7 +22,7 @@ import numpy.typing as npt
 import orjson
 
 from huracan.analysis.losses import LossAnalysis
-from huracan.analysis.post_exit import PostExit
+from huracan.analysis.post_exit import PostExit, best_move_from_entry
 from huracan.analysis.trades import ANALYSIS_HORIZON, TradeFacts
 from huracan.analysis.wins import WinAnalysis
 from huracan.features.schema import MARKET_WIDTH
@@ -229,14 +229,9 @@ class LearningStore:
             f"""
             SELECT t.id, t.pattern_id, t.entry_embedding, t.pnl_bps,
                    (extract(epoch FROM t.hold_duration) * 1000)::bigint, {_MS.format("t.exit_time")},
-                   l.confidence_penalty,
-                   (CASE WHEN t.direction = 'long'
-                         THEN greatest(e.optimal_exit_price / t.entry_price, t.exit_price / t.entry_price) - 1
-                         ELSE 1 - least(e.optimal_exit_price / t.entry_price, t.exit_price / t.entry_price)
-                    END * 10000)::float8,
-                   greatest(0, {_MS.format("coalesce(e.optimal_exit_time, e.best_price_at)")}
-                               - {_MS.format("t.entry_time")}),
-                   t.mode
+                   l.confidence_penalty, t.mode, t.direction, t.entry_price::float8, t.exit_price::float8,
+                   {_MS.format("t.entry_time")}, e.optimal_exit_price::float8,
+                   {_MS.format("coalesce(e.optimal_exit_time, e.best_price_at)")}
             FROM trade_memory t
             JOIN pattern_library p ON p.pattern_id = t.pattern_id AND p.embedding_version = $1
             LEFT JOIN loss_analysis l ON l.trade_id = t.id
@@ -247,21 +242,28 @@ class LearningStore:
             embedding_version,
             ANALYSIS_HORIZON,
         )
-        return [
-            LearnedTrade(
-                trade_id=r[0],
-                pattern_id=r[1],
-                embedding=np.asarray(r[2], dtype=np.float32),
-                pnl_bps=r[3],
-                hold_ms=r[4],
-                exit_time_ms=r[5],
-                penalty=r[6],
-                best_move_bps=r[7],
-                best_after_entry_ms=r[8],
-                mode=r[9],
+        learned = []
+        for r in rows:
+            best_move: tuple[float | None, int | None] = (None, None)
+            if r[13] is not None:  # the analysis horizon is tracked
+                best_move = best_move_from_entry(
+                    1.0 if r[8] == "long" else -1.0, r[9], r[10], r[11], r[12], r[13]
+                )
+            learned.append(
+                LearnedTrade(
+                    trade_id=r[0],
+                    pattern_id=r[1],
+                    embedding=np.asarray(r[2], dtype=np.float32),
+                    pnl_bps=r[3],
+                    hold_ms=r[4],
+                    exit_time_ms=r[5],
+                    penalty=r[6],
+                    best_move_bps=best_move[0],
+                    best_after_entry_ms=best_move[1],
+                    mode=r[7],
+                )
             )
-            for r in rows
-        ]
+        return learned
 
     async def new_pattern(
         self, centroid: npt.NDArray[np.float32], embedding_version: str, regime: str
