@@ -15,6 +15,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_setups import at, identity_embedder
 
 from huracan.features.market import MARKET_WIDTH
 from huracan.features.normaliser import RunningNormaliser
@@ -26,20 +27,7 @@ from huracan.rl.pattern_memory import PastTrades, point_in_time_memory
 from huracan.rl.train_cli import read_past_trades
 from huracan.rl.trainer import Features
 
-STEP_MS = 300_000
-
-
-def identity_embedder() -> EntryEmbedder:
-    """Embeds a market row as its first 16 numbers (clipped to +-5): hand-workable."""
-    components = np.zeros((EMBEDDING_DIM, MARKET_WIDTH))
-    components[np.arange(EMBEDDING_DIM), np.arange(EMBEDDING_DIM)] = 1.0
-    return EntryEmbedder(np.zeros(MARKET_WIDTH), np.ones(MARKET_WIDTH), np.zeros(MARKET_WIDTH), components)
-
-
-def at(*head: float) -> np.ndarray:
-    vector = np.zeros(EMBEDDING_DIM)
-    vector[: len(head)] = head
-    return vector
+STEP_MS = 300_000  # identity_embedder and at: test_setups.py's hand-workable embedding
 
 
 def row(*head: float) -> np.ndarray:
