@@ -7,8 +7,8 @@
    done with it. Timed from the publish: the approved order at the executor (`Executor.place`
    entered, after the gate) and to the venue (just before `create_order`, after the journal's
    write-ahead), first and last order the decision step asked for in the bar; bars without one are
-   not counted. The engine's own orders (stop-loss, take-profit, time exits, maker re-prices) come
-   before the decision and are listed apart. Taker entries are the goal's path; maker entries
+   not counted. The engine's own orders (stop-loss, take-profit, time exits, maker re-prices) reach
+   the gate before the decision's (the decision is computed first) and are listed apart. Taker entries are the goal's path; maker entries
    follow. Streams: the 3 bundled real series from different offsets (as bench/inference.py).
    Model: an untrained policy whose head is biased to enter (and to exit about one bar in ten),
    sampled; the path is what is timed. Risk limits are raised so that entries are approved.
@@ -107,13 +107,15 @@ Streams = dict[str, CandleSeries]
 @dataclass(slots=True)
 class Placement:
     at: float  # Executor.place entered: the approved order reaches the executor
-    decided: bool  # asked for by the decision step of its bar (else: a rule's order)
+    decided: bool  # asked for by the decision step on this bar (else: a rule's or the maker logic's)
+    client_order_id: str = ""
     venue: float = math.nan  # just before venue.create_order
 
 
 @dataclass(slots=True)
 class BarTimes:
     published: float
+    open_ms: int = -1
     decide_start: float = math.nan
     decide_end: float = math.nan
     placements: list[Placement] = field(default_factory=list)
@@ -127,9 +129,9 @@ class Probe:
         self.done = asyncio.Event()
         self.first_start = self.last_done = math.nan
 
-    def begin(self) -> None:
+    def begin(self, open_ms: int) -> None:
         self.done.clear()
-        self.current = BarTimes(time.perf_counter())
+        self.current = BarTimes(time.perf_counter(), open_ms)
         self.bars.append(self.current)
 
     def bar_done(self, started: float, ended: float) -> None:
@@ -162,17 +164,22 @@ class TimedExecutor(Executor):
     probe: Probe
 
     async def place(self, approved: ApprovedOrder) -> ManagedOrder:
-        now, bar = time.perf_counter(), self.probe.current
-        bar.placements.append(Placement(now, not math.isnan(bar.decide_end)))
-        return await super().place(approved)
+        now, bar, intent = time.perf_counter(), self.probe.current, approved.intent
+        placement = Placement(now, intent.reason == "agent" and intent.bar_open_time_ms == bar.open_ms)
+        bar.placements.append(placement)
+        order = await super().place(approved)
+        placement.client_order_id = order.client_order_id
+        return order
 
 
 class TimedVenue(SimulatedVenue):  # stamps the moment the executor calls create_order
     probe: Probe
 
     def create_order(self, request: OrderRequest) -> Coroutine[Any, Any, OrderAck]:
-        if placements := self.probe.current.placements:
-            placements[-1].venue = time.perf_counter()
+        now = time.perf_counter()
+        for placement in self.probe.current.placements:
+            if placement.client_order_id == request.client_order_id:
+                placement.venue = now
         return super().create_order(request)
 
 
@@ -287,7 +294,7 @@ async def latency_run(config: HuracanConfig, pool: asyncpg.Pool, data: Streams, 
             candles = {s: data[s].candle(i) for s in symbols}
             await clock.sleep_until(open_ms + STEP_MS)
             await store.write(list(candles.values()))  # as the ingest: stored, then published
-            probe.begin()
+            probe.begin(open_ms)
             await ingest.topic.publish(CandleClosed(TIMEFRAME, open_ms, candles))
             await until_done(probe, tasks)
             published += 1
@@ -313,9 +320,9 @@ ROWS = (  # label, key in the JSON line
     ("publish -> last order at executor", "executor_last"),
     ("publish -> first order to the venue", "venue_first"),
     ("publish -> last order to the venue", "venue_last"),
-    ("  before decide(): fills, sync, marks, rules", "before_decide"),
+    ("  before decide(): fills, sync, marks", "before_decide"),
     ("  decide() alone: the intents, before the paper books", "decide_only"),
-    ("  decide() done -> first order at executor", "decide_to_executor"),
+    ("  decide() done -> first order at executor: rules, gate", "decide_to_executor"),
     ("publish -> first rule order at executor", "rule_first"),
     ("publish -> trading task done with the bar", "bar_done"),
 )

@@ -2,9 +2,9 @@
 
 Structural: in the product code (huracan/, the test emulator aside), the exchange's order
 methods are called in exactly one place each: ccxt's `create_order` by the exchange adapter,
-a venue's `create_order` by the executor's `place`, and `place` (inside `gate_pass`) by the risk
-gate alone. Runtime: `Executor.place` outside the gate raises before it writes or sends
-anything.
+a venue's `create_order` by the executor's `_send`, which only the outbox calls with what `place`
+queued, and `place` (inside `gate_pass`) by the risk gate alone. Runtime: `Executor.place`
+outside the gate raises before it writes or sends anything.
 """
 
 from __future__ import annotations
@@ -68,8 +68,16 @@ def calls_of(method: str) -> dict[str, list[str]]:
 def test_only_the_adapter_and_the_executor_call_create_order() -> None:
     assert calls_of("create_order") == {
         "exchange/adapter.py": ["send"],  # ccxt's client, inside ExchangeAdapter.create_order
-        "execution/executor.py": ["place"],  # a venue (adapter or simulated), inside Executor.place
+        "execution/executor.py": ["_send"],  # a venue (adapter or simulated), inside Executor._send
     }
+
+
+def test_only_the_outbox_sends_and_only_what_place_queued() -> None:
+    # `_send` is handed to the outbox when the executor builds it, and called nowhere else; the
+    # outbox's only way in is `enqueue`, which only `place` calls.
+    assert calls_of("_send") == {}
+    assert calls_of("_new_outbox") == {"execution/executor.py": ["__init__", "reset"]}
+    assert calls_of("enqueue") == {"execution/executor.py": ["place"]}
 
 
 def test_only_the_risk_gate_places_orders() -> None:
@@ -131,5 +139,5 @@ async def test_place_outside_the_gate_is_refused_before_anything_happens() -> No
 
 async def test_the_gate_context_lets_the_order_through() -> None:
     # Inside gate_pass the executor goes on to the journal: the refusing stand-in proves it got there.
-    with gate_pass(), pytest.raises(AssertionError, match="touched next_client_order_id"):
+    with gate_pass(), pytest.raises(AssertionError, match="touched next_client_order_ids"):
         await _executor().place(_approved())

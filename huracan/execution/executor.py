@@ -1,6 +1,7 @@
 """The executor: one order path for replay, shadow and live; only the risk gate may call it.
 
-    gate --ApprovedOrder--> Executor.place --> journal (PENDING_SUBMIT, committed) --> venue
+    gate --ApprovedOrder--> Executor.place (registered at once)
+         --> outbox: journal (PENDING_SUBMIT, committed, a batch at a time) --> venue --> answer
     venue --order status, trades--> Executor.sync --> state machine, journal, position book
 
 The venue is the live exchange adapter or the simulated venue; nothing else differs between
@@ -9,39 +10,26 @@ of: acknowledged (ACCEPTED, or filled at once), refused (REJECTED, nothing exist
 (timeout, lost answer: UNKNOWN, which blocks new risk on the symbol until `sync` finds the order
 by its client order id or proves it was never placed).
 
-Orders reach the venue only inside `gate_pass()`, a context the risk gate opens around its
-calls; `place` outside it raises UngatedOrder (the runtime half of "no order bypasses risk";
-tests/test_gate_only_path.py holds the structural half).
+Orders are placed only inside `gate_pass()`, a context the risk gate opens around its calls;
+`place` outside it raises UngatedOrder (the runtime half of "no order bypasses risk";
+tests/test_gate_only_path.py holds the structural half). The venue's `create_order` is called
+only by `_send`, which only the outbox calls, and only for what `place` queued there
+(huracan/execution/submitter.py: why the gate does not wait for the round trips).
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 from decimal import Decimal
 from typing import Any, Literal
 
-from huracan.exchange.errors import (
-    ExchangeError,
-    OrderNotFound,
-    OrderRejected,
-    OutcomeUnknown,
-    Retryable,
-)
-from huracan.exchange.models import (
-    CancelResult,
-    MarketRules,
-    Order,
-    OrderRequest,
-    Trade,
-)
+from huracan.exchange.errors import ExchangeError, OrderNotFound, OrderRejected, OutcomeUnknown, Retryable
+from huracan.exchange.models import CancelResult, MarketRules, Order, OrderRequest, Trade
 from huracan.execution.approval import ApprovedOrder, UngatedOrder, gate_is_open
-from huracan.execution.journal import (
-    OrderJournal,
-    entry_context_json,
-)
+from huracan.execution.journal import OrderJournal
 from huracan.execution.order_state import (
     FillOutcome,
     FillReport,
@@ -52,8 +40,17 @@ from huracan.execution.order_state import (
     event_for_venue_status,
     transition,
 )
-from huracan.execution.positions import ClosedTrade, EntryContext, FillEffect, Position, PositionBook
+from huracan.execution.positions import (
+    ClosedTrade,
+    EntryContext,
+    FillEffect,
+    Position,
+    PositionBook,
+    entry_context_json,
+)
 from huracan.execution.restore import restore_from_journal
+from huracan.execution.stats import ExecutionStats
+from huracan.execution.submitter import ClientOrderIds, Outbox, Submission
 from huracan.execution.venue import Venue
 from huracan.execution.writer import JournalWriter
 from huracan.logs import get_logger
@@ -61,31 +58,6 @@ from huracan.risk.rates import TickerSource, venue_rate
 from huracan.risk.state_store import intent_json
 
 log = get_logger("huracan.execution")
-
-
-@dataclass(slots=True)
-class ExecutionStats:
-    placed: int = 0
-    rejected: int = 0
-    unknown: int = 0
-    fills: int = 0
-    duplicate_fills: int = 0
-    maker_notional: Decimal = Decimal(0)
-    taker_notional: Decimal = Decimal(0)
-    fees_quote: Decimal = Decimal(0)
-    maker_saved_quote: Decimal = Decimal(0)  # fee, half spread and slippage a taker fill would have paid
-    reprices: int = 0
-    fallbacks: int = 0
-    abandoned: int = 0
-    trades: list[ClosedTrade] = field(default_factory=list)
-    # (exit time, PnL in account currency at the rate of its close) per closed trade
-    closed_account: list[tuple[int, Decimal]] = field(default_factory=list)
-    realised_account: Decimal = Decimal(0)  # their sum, kept as it grows
-
-    @property
-    def maker_share(self) -> float:
-        total = self.maker_notional + self.taker_notional
-        return float(self.maker_notional / total) if total else 0.0
 
 
 class Executor:
@@ -126,6 +98,11 @@ class Executor:
         # Approvals of orders that just ended, for the maker logic's replacement (popped by it).
         self.finished: dict[str, ApprovedOrder] = {}
         self.writer = JournalWriter(journal)
+        self.ids = ClientOrderIds(lambda count: self.journal.next_client_order_ids(count))
+        self.outbox = self._new_outbox()
+
+    def _new_outbox(self) -> Outbox:
+        return Outbox(self._write_ahead, self._send, self._refuse_unsent)
 
     # --- what the risk gate reads ---------------------------------------------------------------
     def symbols_with(self, *, side: str) -> frozenset[str]:
@@ -136,15 +113,19 @@ class Executor:
 
     # --- placing --------------------------------------------------------------------------------
     async def place(self, approved: ApprovedOrder) -> ManagedOrder:
+        """Register the approved order (PENDING_SUBMIT, among the working orders at once) and
+        queue it for the write-ahead and the venue (huracan/execution/submitter.py); returns it
+        before its answer, which `flush` (or `outbox.settled`) waits for."""
         if not gate_is_open():
             raise UngatedOrder(
                 f"{approved.intent.symbol} {approved.intent.side}: orders go through the risk gate"
             )
         self.writer.check()  # no new order while the journal is behind the venue
+        self.outbox.check()
         intent = approved.intent
         now = self.now_ms()
         order = ManagedOrder(
-            client_order_id=await self.journal.next_client_order_id(),
+            client_order_id=await self.ids.next(),
             symbol=intent.symbol,
             side=intent.side,
             order_type=approved.order_type,
@@ -162,7 +143,6 @@ class Executor:
         }
         if approved.entry is not None:
             payload["entry"] = entry_context_json(approved.entry)
-        await self.journal.open_order(order, payload, now)  # write-ahead: committed before sending
         self.orders[order.client_order_id] = order
         self.approved[order.client_order_id] = approved
         self.recent_submits.append(now)
@@ -170,7 +150,7 @@ class Executor:
             position = self.book.positions.get(intent.symbol)
             if position is not None:
                 position.exit_reason = approved.reason.removeprefix("exit:")
-                position.exit_order_id = order.db_id
+                position.exit_order_id = None  # its row's id, once written ahead
                 position.exit_reference_price = intent.reference_price
         request = OrderRequest(
             intent.symbol,
@@ -182,8 +162,33 @@ class Executor:
             post_only=approved.post_only,
             reference_price=intent.reference_price,
         )
+        self.outbox.enqueue(Submission(order, approved, payload, request, now))
+        return order
+
+    async def _write_ahead(self, batch: Sequence[Submission]) -> None:
+        await self.journal.open_orders([(s.order, s.payload, s.at_ms) for s in batch])
+        for s in batch:
+            position = self.book.positions.get(s.order.symbol)
+            if s.order.side == "sell" and position is not None and s.order.client_order_id in self.orders:
+                position.exit_order_id = s.order.db_id
+
+    def _refuse_unsent(self, submission: Submission, error: BaseException) -> None:
+        order = submission.order
+        if order.is_terminal:
+            return
+        transition(order, OrderEvent.REJECTED)
+        order.venue_message = f"not sent: {type(error).__name__}: {error}"[:500]
+        if order.db_id is not None:  # written ahead: the journal must not keep it working
+            self.write_order(order)
+        self.settle(order)
+
+    async def _send(self, submission: Submission) -> None:
+        """The request, after its write-ahead; then the venue's answer into the order."""
+        order = submission.order
         try:
-            ack = await asyncio.wait_for(self.venue.create_order(request), timeout=self.order_timeout_s)
+            ack = await asyncio.wait_for(
+                self.venue.create_order(submission.request), timeout=self.order_timeout_s
+            )
         except (OutcomeUnknown, TimeoutError) as exc:
             transition(order, OrderEvent.TIMEOUT)
             order.venue_message = f"outcome unknown: {exc}"[:500]
@@ -221,11 +226,12 @@ class Executor:
                 )
         self.write_order(order)
         self.settle(order)
-        return order
 
     async def cancel(self, order: ManagedOrder, why: str) -> None:
         """Cancel a working order (never refused: a cancel only lowers risk). An UNKNOWN order is
-        cancelled by its client order id too: whether it exists is unknown, so is harmless to ask."""
+        cancelled by its client order id too: whether it exists is unknown, so is harmless to ask.
+        An order still on its way is cancelled once answered: a cancel must not overtake it."""
+        await self.outbox.settled(order.client_order_id)
         if order.is_terminal:
             return
         if order.status is not OrderStatus.UNKNOWN:
@@ -252,40 +258,13 @@ class Executor:
         self.write_order(order)
         self.settle(order)
 
-    async def cancel_all(self, symbols: list[str], why: str) -> int:
-        """Cancel every open order of `symbols` on the venue, ours or not; returns how many."""
-        canceled = 0
-        for order in [o for o in self.orders.values() if o.symbol in symbols and not o.is_terminal]:
-            await self.cancel(order, why)
-            canceled += 1
-        for symbol in symbols:
-            try:
-                open_orders = await self.venue.fetch_open_orders(symbol)
-            except ExchangeError as exc:
-                log.error("could not list open orders to cancel them", symbol=symbol, error=str(exc))
-                continue
-            for venue_order in open_orders:
-                tracked = self.orders.get(venue_order.client_order_id or "")
-                if tracked is not None:
-                    await self.cancel(tracked, why)  # again: the first try may have failed
-                    continue
-                try:
-                    await self.venue.cancel_order(symbol, order_id=venue_order.id)
-                    canceled += 1
-                except ExchangeError as exc:
-                    log.error(
-                        "could not cancel a venue order",
-                        symbol=symbol,
-                        order_id=venue_order.id,
-                        error=str(exc),
-                    )
-        return canceled
-
     # --- following the venue --------------------------------------------------------------------
     async def sync(self) -> list[ClosedTrade]:
         """Bring every working order up to date with the venue: status, fills, UNKNOWN resolved."""
         closed: list[ClosedTrade] = []
         for order in list(self.orders.values()):
+            if self.outbox.in_flight(order.client_order_id):
+                continue  # its answer is on its way, with the venue's id and any fills
             try:
                 closed.extend(await self._sync_order(order))
             except Retryable as exc:
@@ -447,6 +426,8 @@ class Executor:
         self.writer.order(order, self.now_ms())
 
     async def flush(self) -> None:
+        """Every order on its way answered, then every journal write done (raises on failure of either)."""
+        await self.outbox.drained()
         await self.writer.flush()
 
     async def fee_in_quote(self, fee: Decimal, asset: str, quote: str) -> Decimal:
@@ -462,6 +443,8 @@ class Executor:
         """Forget everything held in memory: before restore() on a restart of the task, so the
         journal's fills are not folded onto a book that still holds them."""
         self.writer = JournalWriter(self.journal)  # what the crashed run had not written: the venue knows it
+        self.outbox.abandon()  # and what it had not sent or heard back of: reconciliation finds it
+        self.outbox = self._new_outbox()
         self.book.positions.clear()
         self.book.realised_total_quote = Decimal(0)
         self.orders.clear()

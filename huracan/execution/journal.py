@@ -1,6 +1,6 @@
 """The write-ahead order journal: every order and fill in PostgreSQL before anyone relies on it.
 
-`open_order` commits the order row in PENDING_SUBMIT before the request leaves (a crash after
+`open_orders` commits the order rows in PENDING_SUBMIT before the request leaves (a crash after
 it leaves a row that reconciliation resolves by client order id); `update_order` persists every
 later status; `record_fill` writes the fill, the order's totals, the position and the
 trade_memory row of a closed trade in one transaction, once per (exchange, venue trade id).
@@ -11,6 +11,7 @@ what is committed here is the whole truth after a crash.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -20,7 +21,7 @@ import asyncpg
 
 from huracan.exchange.client_ids import client_order_id
 from huracan.execution.order_state import WORKING, FillReport, ManagedOrder, OrderStatus
-from huracan.execution.positions import ClosedTrade, EntryContext, Position
+from huracan.execution.positions import ClosedTrade, Position
 
 
 def _ts(time_ms: int) -> datetime:
@@ -100,29 +101,6 @@ class PositionRow:
         )
 
 
-def entry_context_json(entry: EntryContext) -> dict[str, Any]:
-    return {
-        "model_version": entry.model_version,
-        "confidence": entry.confidence,
-        "size_multiplier": entry.size_multiplier,
-        "reference_price": str(entry.reference_price),
-        "features": list(entry.features),
-        "regime": entry.regime,
-    }
-
-
-def entry_context_of(payload: dict[str, Any], order_id: int | None) -> EntryContext:
-    return EntryContext(
-        model_version=str(payload.get("model_version") or "unknown"),
-        confidence=float(payload.get("confidence") or 0.0),
-        size_multiplier=float(payload.get("size_multiplier") or 1.0),
-        reference_price=Decimal(str(payload.get("reference_price") or "0")),
-        features=tuple(float(x) for x in payload.get("features") or ()),
-        regime=str(payload.get("regime") or "unknown"),
-        entry_order_id=order_id,
-    )
-
-
 class OrderJournal:
     def __init__(self, pool: asyncpg.Pool, *, exchange: str, mode: str, prefix: str, account_currency: str):
         self.pool = pool
@@ -131,38 +109,60 @@ class OrderJournal:
         self.prefix = prefix
         self.account_currency = account_currency
 
-    async def next_client_order_id(self) -> str:
-        sequence = await self.pool.fetchval("SELECT nextval('client_order_id_seq')")
-        return client_order_id(self.prefix, int(sequence))
+    async def next_client_order_ids(self, count: int) -> list[str]:
+        """`count` fresh ids from the persistent sequence, in its order (a block: one round trip
+        for many orders; ids a restart leaves unused are gaps, never repeats)."""
+        numbers = await self.pool.fetch(
+            "SELECT nextval('client_order_id_seq') AS n FROM generate_series(1, $1::int) ORDER BY 1", count
+        )
+        return [client_order_id(self.prefix, int(r["n"])) for r in numbers]
 
-    async def open_order(self, order: ManagedOrder, intent: dict[str, Any], now_ms: int) -> int:
-        """Commit the order row (status as the order has it: PENDING_SUBMIT) and return its id."""
-        order_id = await self.pool.fetchval(
+    async def open_order(self, order: ManagedOrder, intent: dict[str, Any], now_ms: int) -> None:
+        """Commit one order row (see open_orders); sets its db_id."""
+        await self.open_orders([(order, intent, now_ms)])
+
+    async def open_orders(self, batch: Sequence[tuple[ManagedOrder, dict[str, Any], int]]) -> None:
+        """The write-ahead: commit the orders' rows (status as each has it: PENDING_SUBMIT) in one
+        statement, all or none, and set each order's db_id."""
+        columns: list[list[Any]] = [[] for _ in range(13)]
+        for order, intent, now_ms in batch:
+            values = (
+                order.client_order_id,
+                order.exchange_order_id,
+                order.symbol,
+                order.side,
+                order.order_type,
+                "PO" if order.post_only else "GTC",
+                order.post_only,
+                order.status.value,
+                order.quantity,
+                order.limit_price,
+                order.reason,
+                json.dumps(intent),
+                _ts(now_ms),
+            )
+            for column, value in zip(columns, values, strict=True):
+                column.append(value)
+        rows = await self.pool.fetch(
             """
             INSERT INTO orders (client_order_id, exchange, exchange_order_id, symbol, mode, side, order_type,
                                 time_in_force, post_only, status, quantity, limit_price, reason, intent,
                                 created_at, submitted_at, updated_at)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14::jsonb, $15, $15, $15)
-            RETURNING id
+            SELECT o.cid, $1, o.xid, o.symbol, $2, o.side, o.type, o.tif, o.post_only, o.status, o.quantity,
+                   o.price, o.reason, o.intent::jsonb, o.at, o.at, o.at
+            FROM unnest($3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::bool[],
+                        $10::text[], $11::numeric[], $12::numeric[], $13::text[], $14::text[],
+                        $15::timestamptz[])
+                 AS o(cid, xid, symbol, side, type, tif, post_only, status, quantity, price, reason, intent, at)
+            RETURNING id, client_order_id
             """,
-            order.client_order_id,
             self.exchange,
-            order.exchange_order_id,
-            order.symbol,
             self.mode,
-            order.side,
-            order.order_type,
-            "PO" if order.post_only else "GTC",
-            order.post_only,
-            order.status.value,
-            order.quantity,
-            order.limit_price,
-            order.reason,
-            json.dumps(intent),
-            _ts(now_ms),
+            *columns,
         )
-        order.db_id = int(order_id)
-        return order.db_id
+        ids = {r["client_order_id"]: int(r["id"]) for r in rows}
+        for order, _, _ in batch:
+            order.db_id = ids[order.client_order_id]
 
     async def update_order(
         self, order: ManagedOrder | OrderRow, now_ms: int, conn: asyncpg.Connection | None = None

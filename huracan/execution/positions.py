@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from decimal import ROUND_DOWN, Decimal
+from typing import Any
 
 import numpy as np
 
@@ -311,3 +312,26 @@ class PositionBook:
             np.full(n, float(self.today.trades)),
             np.full(n, float(self.today.wins)),
         )
+
+
+def entry_context_json(entry: EntryContext) -> dict[str, Any]:
+    return {
+        "model_version": entry.model_version,
+        "confidence": entry.confidence,
+        "size_multiplier": entry.size_multiplier,
+        "reference_price": str(entry.reference_price),
+        "features": list(entry.features),
+        "regime": entry.regime,
+    }
+
+
+def entry_context_of(payload: dict[str, Any], order_id: int | None) -> EntryContext:
+    return EntryContext(
+        model_version=str(payload.get("model_version") or "unknown"),
+        confidence=float(payload.get("confidence") or 0.0),
+        size_multiplier=float(payload.get("size_multiplier") or 1.0),
+        reference_price=Decimal(str(payload.get("reference_price") or "0")),
+        features=tuple(float(x) for x in payload.get("features") or ()),
+        regime=str(payload.get("regime") or "unknown"),
+        entry_order_id=order_id,
+    )

@@ -34,6 +34,37 @@ log = get_logger("huracan.execution.reconcile")
 DAY_MS = 86_400_000
 
 
+async def cancel_all(executor: Executor, symbols: list[str], why: str) -> int:
+    """Cancel every open order of `symbols` on the venue, ours or not (halting and stopping);
+    returns how many."""
+    canceled = 0
+    for order in [o for o in executor.orders.values() if o.symbol in symbols and not o.is_terminal]:
+        await executor.cancel(order, why)
+        canceled += 1
+    for symbol in symbols:
+        try:
+            open_orders = await executor.venue.fetch_open_orders(symbol)
+        except ExchangeError as exc:
+            log.error("could not list open orders to cancel them", symbol=symbol, error=str(exc))
+            continue
+        for venue_order in open_orders:
+            tracked = executor.orders.get(venue_order.client_order_id or "")
+            if tracked is not None:
+                await executor.cancel(tracked, why)  # again: the first try may have failed
+                continue
+            try:
+                await executor.venue.cancel_order(symbol, order_id=venue_order.id)
+                canceled += 1
+            except ExchangeError as exc:
+                log.error(
+                    "could not cancel a venue order",
+                    symbol=symbol,
+                    order_id=venue_order.id,
+                    error=str(exc),
+                )
+    return canceled
+
+
 class NotReconciled(RuntimeError):
     """The venue and the journal could not be brought to agree: trading must not start."""
 

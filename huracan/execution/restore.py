@@ -14,9 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 from huracan.core.intents import AgentAction, OrderIntent
 from huracan.execution.approval import ApprovedOrder
-from huracan.execution.journal import entry_context_of
 from huracan.execution.order_state import ManagedOrder
-from huracan.execution.positions import EntryContext
+from huracan.execution.positions import EntryContext, entry_context_of
 from huracan.logs import get_logger
 
 log = get_logger("huracan.execution.restore")

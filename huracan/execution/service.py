@@ -3,12 +3,16 @@
 For each closed bar t:
 1. the venue's fills for bar t (simulated: the fill model on bar t; live: the venue is asked),
 2. the position book marked at t's close, and the decision step let go on bar t (it waits for
-   this step, so its context is current),
-3. meanwhile: stop-loss, take-profit and time exits through the gate, the circuit breaker
-   checked, maker entries re-priced or given up, the bar's fills written to the journal,
+   this step, so its context is current; it runs before 3, which does not change its inputs),
+3. stop-loss, take-profit and time exits through the gate, the circuit breaker checked, maker
+   entries re-priced or given up,
 4. the decision step's intents for bar t taken off the intent queue, through the gate, until its
-   BarDecided(t) marker: only then does bar t+1 begin, so a market order decided on t's close
-   fills at t+1's open, as in training.
+   BarDecided(t) marker,
+5. the bar's orders answered and its writes in the journal (Executor.flush): only then does bar
+   t+1 begin, so a market order decided on t's close fills at t+1's open, as in training.
+
+The gate never waits for a round trip: approved orders are registered at once and written ahead
+and sent behind it (huracan/execution/submitter.py).
 
 This task is the intent queue's only consumer. Live and shadow also poll working orders every
 `order_poll_interval_s`, reconcile open orders and balances, and read the operator's
@@ -28,7 +32,7 @@ from huracan.core.events import CandleClosed
 from huracan.core.intents import BarDecided, OrderIntent
 from huracan.core.numbers import decimal_of
 from huracan.daemon.service import ServiceContext
-from huracan.execution.reconcile import Reconciler
+from huracan.execution.reconcile import Reconciler, cancel_all
 from huracan.execution.sim_venue import SimulatedVenue
 from huracan.logs import get_logger
 from huracan.risk.calendar import trading_day
@@ -150,7 +154,7 @@ class TradingService:
             if self.simulated is None:
                 # Stopping (or crashing) leaves no order of ours working on the venue.
                 try:
-                    canceled = await executor.cancel_all(list(self.symbols), "daemon stopping")
+                    canceled = await cancel_all(executor, list(self.symbols), "daemon stopping")
                     log.info("open orders canceled at stop", count=canceled)
                 except Exception:
                     log.exception("cancelling open orders at stop failed; reconciliation will see them")
@@ -181,32 +185,29 @@ class TradingService:
         for symbol, candle in event.candles.items():
             executor.book.mark(symbol, decimal_of(candle.close))
         executor.book.close_bar()
-        # The book has the bar: the decision step may decide on it now, while the engine's own
-        # exits go to the gate and the bar's fills to the journal.
+        # The book has the bar: the decision step decides on it now (this yield lets it run
+        # first: its inputs are the book and the bar, which the engine's exits below do not
+        # change), then the engine's exits and the decisions go to the gate in that order. The
+        # bar's fills go to the journal once the gate has had the decisions.
         async with self._marked:
             self.marked_through = event.open_time_ms
             self._marked.notify_all()
-        writing = asyncio.create_task(executor.flush())
-        try:
-            for symbol, candle in event.candles.items():
-                reason = executor.book.exit_reason_on_bar(
-                    symbol,
-                    low=decimal_of(candle.low),
-                    high=decimal_of(candle.high),
-                    max_hold_bars=self.max_hold_bars,
-                )
-                if reason is not None and symbol not in executor.symbols_with(side="sell"):
-                    await gate.exit_position(symbol, reason, event.open_time_ms, decimal_of(candle.close))
-            await gate.check_breaker()
-            await gate.maintain_makers()
-            if self.simulated is not None:
-                self.simulated.forget_closed()
-            if not stopping:
-                await self._take_decisions(event.open_time_ms, ctx)
-        finally:
-            # The body's own error, if any, is the one to see; a write's failure is raised by
-            # the flush below (and by every later one) when the body went well.
-            await asyncio.gather(writing, return_exceptions=True)
+        await asyncio.sleep(0)
+        for symbol, candle in event.candles.items():
+            reason = executor.book.exit_reason_on_bar(
+                symbol,
+                low=decimal_of(candle.low),
+                high=decimal_of(candle.high),
+                max_hold_bars=self.max_hold_bars,
+            )
+            if reason is not None and symbol not in executor.symbols_with(side="sell"):
+                await gate.exit_position(symbol, reason, event.open_time_ms, decimal_of(candle.close))
+        await gate.check_breaker()
+        await gate.maintain_makers()
+        if self.simulated is not None:
+            self.simulated.forget_closed()
+        if not stopping:
+            await self._take_decisions(event.open_time_ms, ctx)
         await executor.flush()
         async with self._traded:
             self.traded_through = event.open_time_ms

@@ -15,6 +15,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from functools import partial
+from typing import Any
 
 from huracan.execution.journal import OrderJournal, OrderRow, PositionRow
 from huracan.execution.order_state import FillReport, ManagedOrder
@@ -41,6 +42,10 @@ class JournalWriter:
         # earlier one (its fill) is a state reconciliation could not repair.
         if self.failed is None:
             self._pending.append(write)
+
+    def later(self, write: Callable[..., Awaitable[object]], *args: Any, **kwargs: Any) -> None:
+        """Any other record that must not hold up the order path (the gate's risk_events rows)."""
+        self._queue(partial(write, *args, **kwargs))
 
     def order(self, order: ManagedOrder, now_ms: int) -> None:
         self._queue(partial(self.journal.update_order, OrderRow.of(order), now_ms))

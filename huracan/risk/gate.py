@@ -22,6 +22,7 @@ from huracan.execution.approval import ApprovedOrder, gate_pass
 from huracan.execution.executor import Executor
 from huracan.execution.maker import MakerRules, maker_actions, maker_price
 from huracan.execution.positions import EntryContext
+from huracan.execution.reconcile import cancel_all
 from huracan.logs import get_logger
 from huracan.risk.calendar import day_start_ms, trading_day
 from huracan.risk.manager import RiskManager
@@ -180,7 +181,7 @@ class RiskGate:
             self.stats.shadow_skipped += 1
             return None
         if not self.reconciled:
-            return await self._deny(
+            return self._deny(
                 intent,
                 RiskAssessment(False, "not_reconciled", 1.0, Decimal(0), "the venue is not reconciled yet"),
             )
@@ -192,13 +193,13 @@ class RiskGate:
         portfolio = self.portfolio()
         assessment = self.manager.assess(intent, portfolio, price=limit_price)
         if not assessment.allowed:
-            await self._deny(intent, assessment)
+            self._deny(intent, assessment)
             if assessment.reason == "circuit_breaker":
                 await self.trip_breaker()
             return assessment
         if assessment.scaled:
             self.stats.scaled += 1
-            await self._record(intent, assessment, "scaled_down")
+            self._record(intent, assessment, "scaled_down")
         entry = None
         if intent.side == "buy":
             entry = EntryContext(
@@ -231,9 +232,11 @@ class RiskGate:
         self.stats.approved += 1
         return assessment
 
-    async def _record(self, intent: OrderIntent, assessment: RiskAssessment, decision: str) -> None:
-        """A risk_events row for a verdict other than a plain approval."""
-        await record_denial(
+    def _record(self, intent: OrderIntent, assessment: RiskAssessment, decision: str) -> None:
+        """A risk_events row for a verdict other than a plain approval: written behind, in line
+        with the journal's writes (Executor.flush), so a denial never holds up the next intent."""
+        self.executor.writer.later(
+            record_denial,
             self.pool,
             mode=self.mode,
             intent=intent,
@@ -244,9 +247,9 @@ class RiskGate:
             now_ms=self.now_ms,
         )
 
-    async def _deny(self, intent: OrderIntent, assessment: RiskAssessment) -> RiskAssessment:
+    def _deny(self, intent: OrderIntent, assessment: RiskAssessment) -> RiskAssessment:
         self.stats.denied[assessment.reason] = self.stats.denied.get(assessment.reason, 0) + 1
-        await self._record(intent, assessment, "rejected")
+        self._record(intent, assessment, "rejected")
         log.info(
             "order denied",
             symbol=intent.symbol,
@@ -313,7 +316,7 @@ class RiskGate:
             return
         log.warning("trading state changed", state=state.value, previous=previous.value, reason=reason)
         if state is TradingState.HALTED:
-            canceled = await self.executor.cancel_all(list(self.symbols), f"halted: {reason}")
+            canceled = await cancel_all(self.executor, list(self.symbols), f"halted: {reason}")
             log.warning("open orders canceled on halt", count=canceled)
         elif state is TradingState.REDUCING:
             for order in [o for o in self.executor.orders.values() if o.side == "buy"]:
@@ -395,7 +398,7 @@ class RiskGate:
         )
         if not assessment.allowed:
             executor.stats.abandoned += 1
-            await self._deny(approved.intent, assessment)
+            self._deny(approved.intent, assessment)
             return
         remaining = min(remaining, assessment.quantity)
         if step == "reprice":
