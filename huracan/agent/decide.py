@@ -26,18 +26,29 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
+from huracan.agent.kernel import (
+    ACTION_COLUMN,
+    CONFIDENCE_COLUMN,
+    OUTPUT_EXTRA,
+    REGIME_COLUMN,
+    SYMBOL_COLUMN,
+    UNKNOWN_REGIME,
+    context_rows,
+    eligible_rows,
+)
 from huracan.agent.models import ModelSlots
 from huracan.agent.paper import PaperBook
 from huracan.agent.performance import PerformanceRecorder
 from huracan.agent.positions import PatternMemoryView, PositionSnapshot, PositionView
 from huracan.core.bus import Topic
 from huracan.core.events import CandleClosed
-from huracan.core.intents import ENTRY_ACTIONS, AgentAction, BarDecided, OrderIntent
+from huracan.core.intents import AgentAction, BarDecided, OrderIntent
 from huracan.core.timeframe import timeframe_ms
 from huracan.daemon.service import ServiceContext
-from huracan.features.context import PATTERN_MEMORY_WIDTH, context_features
+from huracan.features.context import CONTEXT_WIDTH, PATTERN_MEMORY_WIDTH
 from huracan.features.incremental import IncrementalFeatures
-from huracan.features.market import WARMUP_BARS, CostAssumptions, regime_names
+from huracan.features.market import REGIMES, WARMUP_BARS, CostAssumptions
+from huracan.features.schema import STATE_SIZE
 from huracan.logs import get_logger
 from huracan.memory.candles import CandleStore
 from huracan.rl.env import EnvConfig
@@ -49,8 +60,12 @@ DAY_MS = 86_400_000
 # more to forget where they started, (1 - 2/145)^1360 < 1e-8, so live matches training.
 PRIME_BARS = 4 * WARMUP_BARS
 FLUSH_INTERVAL_S = 10.0
-# The actions that make an intent: an entry or the exit (waiting and holding change nothing).
-ACTING_VALUES = np.array(sorted(int(a) for a in (*ENTRY_ACTIONS, AgentAction.EXIT_POSITION)))
+# The kernel's output columns (kernel.py), and what their integer values name.
+SYMBOL_AT, ACTION_AT, CONFIDENCE_AT, REGIME_AT = (
+    STATE_SIZE + c for c in (SYMBOL_COLUMN, ACTION_COLUMN, CONFIDENCE_COLUMN, REGIME_COLUMN)
+)
+ACTION_OF: dict[float, AgentAction] = {int(a): a for a in AgentAction}
+REGIME_OF: dict[float, str] = {UNKNOWN_REGIME: "unknown", **dict(enumerate(REGIMES))}
 
 
 @dataclass(slots=True)
@@ -118,6 +133,24 @@ class DecisionService:
         self.stats = DecisionStats()
         self.rng = np.random.default_rng(seed)
         self._index = {s: i for i, s in enumerate(self.symbols)}
+        # The decision step's buffers, reused bar after bar (nothing handed out points into them).
+        n = len(self.symbols)
+        self._symbol_of: dict[float, str] = dict(enumerate(self.symbols))
+        self._present_flags = bytearray(n)  # which symbols have a bar: plain item stores
+        self._present: npt.NDArray[np.bool_] = np.frombuffer(self._present_flags, dtype=np.bool_)
+        self._none_present = bytes(n)
+        self._members: dict[frozenset[str], npt.NDArray[np.bool_]] = {}
+        self._chosen = np.empty(n, dtype=np.int64)
+        self._no_memory = np.zeros((n, PATTERN_MEMORY_WIDTH))
+        self._context_block = np.empty((n, CONTEXT_WIDTH), dtype=np.float32)
+        self._decided = np.empty((n, STATE_SIZE + OUTPUT_EXTRA))
+        self._actions = np.empty(n, dtype=np.int64)
+        self._confidence = np.empty(n)
+        self._bars_per_day = DAY_MS / self.step_ms
+        self._intent_keys: dict[str, dict[AgentAction, str]] = {}
+        # Load (or compile) the compiled steps now, on arguments of the types the bars pass.
+        eligible_rows(self.features.rows, self._present, self._present, self._chosen)
+        self._context(PositionSnapshot.flat(n), self._no_memory)
 
     async def run(self, ctx: ServiceContext) -> None:
         torch.set_num_threads(ctx.config.current.agent.torch_threads)
@@ -218,11 +251,14 @@ class DecisionService:
 
     def intents_for(self, event: CandleClosed, *, greedy: bool, min_confidence: float) -> list[OrderIntent]:
         """Features for the bar, then each model's decisions for its symbols; settle_paper(event,
-        intents) must follow (on_bar lets the gate have the intents first)."""
+        intents) must follow (on_bar lets the gate have the intents first).
+
+        The arithmetic is three compiled calls per model (huracan/agent/kernel.py); what is left
+        here is a few Python operations per model and per intent (kernel.py's module doc: when a
+        bar wakes the daemon its caches are cold, and every numpy call is dear)."""
         started = time.perf_counter()
         self.stats.bars += 1
         rows = self.features.push(event.open_time_ms, event.candles)
-        warm = self.features.warm_mask
         deciders = self.models.deciders()
         self._open_books({runner.version for runner, _, _ in deciders})
         for runner, symbols, _ in deciders:  # each version's paper equity is its symbols' accounts
@@ -230,69 +266,99 @@ class DecisionService:
         self._barred.clear()
         if not deciders:
             return []
+        present, index = self._present_flags, self._index
+        present[:] = self._none_present
+        for symbol in event.candles:
+            i = index.get(symbol)
+            if i is not None:
+                present[i] = 1
         # As known at the bar's close: in a replay the memory may hold later trades of earlier runs.
         # Zeros for a model that never trained on the pattern memory's figures (and no search
         # when no deciding model reads them).
-        no_memory = np.zeros((len(self.symbols), PATTERN_MEMORY_WIDTH))
         pattern_memory = (
-            self.patterns.nearest_setups(self.symbols, rows, event.open_time_ms + self.step_ms)
+            np.ascontiguousarray(
+                self.patterns.nearest_setups(self.symbols, rows, event.open_time_ms + self.step_ms),
+                dtype=np.float64,
+            )
             if any(runner.uses_pattern_memory for runner, _, _ in deciders)
-            else no_memory
+            else self._no_memory
         )
         intents: list[OrderIntent] = []
         for runner, symbols, shadow in deciders:
-            chosen = [
-                self._index[s]
-                for s in self.symbols
-                if s in symbols and s in event.candles and warm[self._index[s]]
-            ]
-            self.stats.cold += sum(1 for s in symbols if s in event.candles and not warm[self._index[s]])
-            if not chosen:
+            n, cold = eligible_rows(rows, self._present, self._members_of(symbols), self._chosen)
+            self.stats.cold += cold
+            if not n:
                 continue
             book = self.books[runner.version]
             view: PositionView = self.positions if self.positions is not None and not shadow else book
             if view is book:  # its context is the paper book: it takes the bar first
                 self._paper_take_bar(book, event)
             snapshot = view.snapshot(self.symbols)
-            context = self._context(snapshot, pattern_memory if runner.uses_pattern_memory else no_memory)
-            decisions = runner.decide(
-                rows[chosen], context[chosen], snapshot.has_position[chosen], greedy=greedy, rng=self.rng
+            context = self._context(
+                snapshot, pattern_memory if runner.uses_pattern_memory else self._no_memory
             )
-            self.stats.decisions += len(chosen)
-            actions, confidences = decisions.actions, decisions.confidence
-            acting = np.isin(actions, ACTING_VALUES) & (confidences >= min_confidence)
-            if not acting.any():
-                continue
-            # Only the acting rows are turned into Python objects, each kind in one call.
-            picked = np.asarray(chosen)[acting]
-            states = np.concatenate([rows[picked], context[picked]], axis=1).tolist()
-            regimes = regime_names(rows[picked])
-            for i, action_value, confidence, state, regime in zip(
-                picked.tolist(),
-                actions[acting].tolist(),
-                confidences[acting].tolist(),
-                states,
-                regimes,
-                strict=True,
-            ):
-                action = AgentAction(action_value)
-                symbol = self.symbols[i]
-                intents.append(
-                    OrderIntent.from_action(
-                        action,
-                        symbol=symbol,
-                        bar_open_time_ms=event.open_time_ms,
-                        reference_price=Decimal(repr(event.candles[symbol].close)),
-                        model_version=runner.version,
-                        confidence=confidence,
-                        shadow=shadow,
-                        state=tuple(state),
-                        regime=regime,
-                    )
-                )
-                self.stats.intents[f"{runner.version}:{action.name}"] += 1
+            acting = runner.decide(
+                rows,
+                context,
+                snapshot.has_position,
+                self._chosen,
+                n,
+                greedy=greedy,
+                rng=self.rng,
+                min_confidence=min_confidence,
+                out=self._decided,
+                actions=self._actions,
+                confidence=self._confidence,
+            )
+            self.stats.decisions += n
+            if acting:
+                # The acting rows become Python objects in one call; no other row does.
+                self._add_intents(intents, event, runner.version, shadow, self._decided[:acting].tolist())
         self.stats.latency_s.append(time.perf_counter() - started)
         return intents
+
+    def _add_intents(
+        self,
+        intents: list[OrderIntent],
+        event: CandleClosed,
+        version: str,
+        shadow: bool,
+        decided: list[list[float]],
+    ) -> None:
+        """An OrderIntent per output row of the kernel (its layout: kernel.py). The row's integer
+        columns are floats: they look up the int-keyed tables directly (2.0 == 2, same hash)."""
+        keys = self._intent_keys.get(version)
+        if keys is None:
+            keys = self._intent_keys[version] = {a: f"{version}:{a.name}" for a in AgentAction}
+        counts, candles, symbol_of = self.stats.intents, event.candles, self._symbol_of
+        for row in decided:
+            action = ACTION_OF[row[ACTION_AT]]
+            symbol = symbol_of[row[SYMBOL_AT]]
+            intents.append(
+                OrderIntent.from_action(
+                    action,
+                    symbol=symbol,
+                    bar_open_time_ms=event.open_time_ms,
+                    # The shortest decimal that round-trips: the venue's own price string.
+                    reference_price=Decimal(repr(candles[symbol].close)),
+                    model_version=version,
+                    confidence=row[CONFIDENCE_AT],
+                    shadow=shadow,
+                    state=tuple(row[:STATE_SIZE]),
+                    regime=REGIME_OF[row[REGIME_AT]],
+                )
+            )
+            counts[keys[action]] += 1
+
+    def _members_of(self, symbols: frozenset[str]) -> npt.NDArray[np.bool_]:
+        """[S] which of the service's symbols a model decides for (kept per symbol set: the
+        champion's and a challenger's change only when the registry's roles do)."""
+        member = self._members.get(symbols)
+        if member is None:
+            if len(self._members) >= 8:  # old challenger shares
+                self._members.clear()
+            member = self._members[symbols] = np.array([s in symbols for s in self.symbols], dtype=np.bool_)
+        return member
 
     def _open_books(self, deciding: set[str]) -> None:
         """A paper book per deciding version; a version that stopped deciding (replaced
@@ -320,15 +386,18 @@ class DecisionService:
     def _context(
         self, snapshot: PositionSnapshot, pattern_memory: npt.NDArray[np.float64]
     ) -> npt.NDArray[np.float32]:
-        return context_features(
-            # float32 as in the training environment, so the block's roundings are the same
-            pattern_memory=pattern_memory.astype(np.float32),
-            has_position=snapshot.has_position,
-            size_multiplier=snapshot.size_multiplier,
-            unrealised_pnl_bps=snapshot.unrealised_pnl_bps,
-            hold_bars=snapshot.hold_bars,
-            bars_per_day=DAY_MS / self.step_ms,
-            drawdown=snapshot.drawdown,
-            trades_today=snapshot.trades_today,
-            wins_today=snapshot.wins_today,
+        """The context block [S, 10] (context_features' float32 arithmetic, compiled), in a
+        buffer the next call overwrites."""
+        context_rows(
+            pattern_memory,
+            snapshot.has_position,
+            snapshot.size_multiplier,
+            snapshot.unrealised_pnl_bps,
+            snapshot.hold_bars,
+            self._bars_per_day,
+            snapshot.drawdown,
+            snapshot.trades_today,
+            snapshot.wins_today,
+            self._context_block,
         )
+        return self._context_block

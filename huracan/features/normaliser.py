@@ -1,5 +1,9 @@
 """Running mean and variance of the market features, fitted on training data and saved with the
-model, so live features are scaled exactly as the ones the model learnt on."""
+model, so live features are scaled exactly as the ones the model learnt on.
+
+The daemon's decision step normalises in compiled code (huracan/agent/kernel.py's
+`normalise_into`, with this mean and `scale`); tests/test_decide_kernel.py holds it equal to
+`normalise` to the bit."""
 
 from __future__ import annotations
 
@@ -28,6 +32,12 @@ class RunningNormaliser:
     def var(self) -> npt.NDArray[np.float64]:
         return self.m2 / self.count if self.count > 0 else np.ones(self.width)
 
+    @property
+    def scale(self) -> npt.NDArray[np.float64]:
+        """The divisor of `normalise`: the standard deviation, floored at sqrt(VAR_FLOOR) so a
+        constant column does not divide by zero. The live decision kernel takes it as is."""
+        return np.sqrt(np.maximum(self.var, VAR_FLOOR))
+
     def update(self, x: npt.NDArray[np.floating[Any]]) -> None:
         """Fold in rows [..., width]; rows with any NaN (warm-up) are skipped."""
         rows = np.asarray(x, dtype=np.float64).reshape(-1, self.width)
@@ -45,7 +55,7 @@ class RunningNormaliser:
 
     def normalise(self, x: npt.NDArray[np.floating[Any]]) -> npt.NDArray[np.float32]:
         """(x - mean) / std, clipped to +-5, NaN to 0, as float32."""
-        scaled = (np.asarray(x, dtype=np.float64) - self.mean) / np.sqrt(np.maximum(self.var, VAR_FLOOR))
+        scaled = (np.asarray(x, dtype=np.float64) - self.mean) / self.scale
         return np.nan_to_num(np.clip(scaled, -CLIP, CLIP), nan=0.0).astype(np.float32)
 
     def state(self) -> dict[str, Any]:
