@@ -1,6 +1,5 @@
-"""The agent's view of pattern memory: zeros when empty, the documented weighted figures (by
-hand and against brute force, on the exact path and through the index), its bounds, and time:
-nothing that exited at or after the decided bar's close, and no penalty before it was known."""
+"""Pattern memory as the agent sees it: zeros when empty, the weighted figures (by hand, by brute force,
+exact and indexed), their bounds, and time: no exit at or after the decided close, no penalty unknown."""
 
 from __future__ import annotations
 
@@ -12,7 +11,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from huracan.agent.positions import NoPatternMemory, PatternMemoryView
@@ -415,6 +414,7 @@ def test_a_rebuild_adopted_in_place_is_what_the_decision_step_reads() -> None:
 
 
 @settings(max_examples=50, deadline=None)
+@example(trades=[([2.25, 0.0], 1.5, 2.2250738585e-313)], query=[0.0, 5.0])  # subnormal weights
 @given(
     st.lists(st.tuples(HEAD, PNL, WEIGHT), min_size=1, max_size=40),
     st.lists(st.one_of(st.floats(-1e6, 1e6), st.just(math.nan), st.just(math.inf)), min_size=2, max_size=2),

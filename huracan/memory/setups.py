@@ -444,7 +444,11 @@ def setup_figures(
     some = support > 0
     if some.any():
         s = support[some]
-        out[some, 0] = (w[some] * won[safe[some]]).sum(axis=1) / s
-        out[some, 1] = (w[some] * pnl_bps[safe[some]]).sum(axis=1) / s
+        # The averages on weights relative to the row's largest: a row of tiny (subnormal)
+        # weights would otherwise average with too few bits and leave the pnl range.
+        relative = w[some] / w[some].max(axis=1, keepdims=True)
+        total = relative.sum(axis=1)
+        out[some, 0] = (relative * won[safe[some]]).sum(axis=1) / total
+        out[some, 1] = (relative * pnl_bps[safe[some]]).sum(axis=1) / total
         out[some, 2] = s / (s + SUPPORT_HALF)
     return out
