@@ -108,6 +108,14 @@ class Executor:
     def symbols_with(self, *, side: str) -> frozenset[str]:
         return frozenset(o.symbol for o in self.orders.values() if o.side == side)
 
+    def submits_since(self, since_ms: int) -> tuple[int, ...]:
+        """Submission times after `since_ms` (the rate limit's window), oldest first; older ones
+        are dropped, so the gate's every look costs the window, not the deque's length."""
+        recent = self.recent_submits
+        while recent and recent[0] <= since_ms:
+            recent.popleft()
+        return tuple(recent)
+
     def unresolved_symbols(self) -> frozenset[str]:
         return frozenset(o.symbol for o in self.orders.values() if o.status is OrderStatus.UNKNOWN)
 
@@ -445,8 +453,7 @@ class Executor:
         self.writer = JournalWriter(self.journal)  # what the crashed run had not written: the venue knows it
         self.outbox.abandon()  # and what it had not sent or heard back of: reconciliation finds it
         self.outbox = self._new_outbox()
-        self.book.positions.clear()
-        self.book.realised_total_quote = Decimal(0)
+        self.book.clear()
         self.orders.clear()
         self.approved.clear()
         self.finished.clear()

@@ -146,9 +146,22 @@ class PositionBook:
     peak_equity_quote: Decimal = Decimal(0)
     max_drawdown: float = 0.0
     last_prices: dict[str, Decimal] = field(default_factory=dict)
+    # Bumped by every change the book makes to its positions (fills, marks, clear): what is
+    # derived from them may be kept until it moves. Code that sets a position's fields itself
+    # (restore) calls touch().
+    version: int = 0
 
     def __post_init__(self) -> None:
         self.peak_equity_quote = max(self.peak_equity_quote, self.capital_quote)
+
+    def touch(self) -> None:
+        self.version += 1
+
+    def clear(self) -> None:
+        """No positions and nothing realised (a restart of the trading task, before restore)."""
+        self.positions.clear()
+        self.realised_total_quote = Decimal(0)
+        self.touch()
 
     # --- fills ----------------------------------------------------------------------------------
     def apply_buy(
@@ -166,6 +179,7 @@ class PositionBook:
         """A buy fill. `fee_quote` is every fee of the fill in quote (a base fee converted at
         the fill price); `fee_base` is the part charged in coins, which the position does not
         receive."""
+        self.version += 1
         position = self.positions.get(symbol)
         opened = position is None
         if position is None:
@@ -188,6 +202,7 @@ class PositionBook:
         position = self.positions.get(symbol)
         if position is None:
             raise KeyError(f"a sell fill for {symbol}, where the book holds no position")
+        self.version += 1
         cost = position.cost_per_unit_held * quantity
         position.quantity -= quantity
         position.sold_quantity += quantity
@@ -243,6 +258,7 @@ class PositionBook:
         self.last_prices[symbol] = close
         position = self.positions.get(symbol)
         if position is not None:
+            self.version += 1
             position.last_price = close
             if bar_passed:
                 position.hold_bars += 1

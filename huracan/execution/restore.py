@@ -80,6 +80,7 @@ async def restore_from_journal(executor: Executor) -> None:
         held.last_price = executor.book.last_prices.get(
             symbol, held.last_price
         )  # marks survive a task restart
+    executor.book.touch()
     for order in executor.orders.values():
         exiting = executor.book.positions.get(order.symbol)
         if order.side == "sell" and exiting is not None:

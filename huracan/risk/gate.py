@@ -25,8 +25,8 @@ from huracan.execution.positions import EntryContext
 from huracan.execution.reconcile import cancel_all
 from huracan.logs import get_logger
 from huracan.risk.calendar import day_start_ms, trading_day
-from huracan.risk.manager import RiskManager
-from huracan.risk.portfolio import Portfolio, RiskAssessment, TradingState
+from huracan.risk.manager import RATE_WINDOW_MS, RiskManager
+from huracan.risk.portfolio import Holding, Portfolio, RiskAssessment, TradingState
 from huracan.risk.state_store import load_state, record_denial, set_state
 
 log = get_logger("huracan.risk.gate")
@@ -81,6 +81,8 @@ class RiskGate:
         self._tally_day, self._tally, self._tallied = -1, Decimal(0), 0
         self._marks_day = -1
         self._day_marks: dict[str, tuple[int, Decimal]] = {}
+        self._derived_at: tuple[int, int] = (-1, -1)  # (book version, day) of _derived
+        self._derived: tuple[Decimal, Decimal, dict[str, Holding]] = (Decimal(0), Decimal(0), {})
         self.stats = GateStats()
 
     @property
@@ -122,17 +124,29 @@ class RiskGate:
         rate = self.quote_to_account
         session = self._session_realised()
         day = trading_day(now, self.timezone)
-        marks = {s: (p.opened_ms, p.unrealised_pnl_quote()) for s, p in book.positions.items()}
         if day != self._marks_day:
             # What open positions were worth as the day began (at the first look of the day):
             # the day's PnL counts only what they gained or lost since.
-            self._marks_day, self._day_marks = day, marks
-        unrealised = unrealised_today = Decimal(0)
-        for symbol, (opened_ms, value) in marks.items():
-            start_opened, at_start = self._day_marks.get(symbol, (None, Decimal(0)))
-            unrealised += value
-            unrealised_today += value - (at_start if start_opened == opened_ms else Decimal(0))
-        unrealised *= rate
+            self._marks_day = day
+            self._day_marks = {s: (p.opened_ms, p.unrealised_pnl_quote()) for s, p in book.positions.items()}
+        if self._derived_at != (book.version, day):
+            # The sums over the positions are the costly part, and the gate asks for them on every
+            # intent: kept until the book changes.
+            unrealised = unrealised_today = Decimal(0)
+            for symbol, position in book.positions.items():
+                value = position.unrealised_pnl_quote()
+                start_opened, at_start = self._day_marks.get(symbol, (None, Decimal(0)))
+                unrealised += value
+                unrealised_today += value - (at_start if start_opened == position.opened_ms else Decimal(0))
+            self._derived = (unrealised, unrealised_today, book.holdings())
+            self._derived_at = (book.version, day)
+        unrealised, unrealised_today, held = self._derived
+        holdings = dict(held)
+        exiting = self.executor.symbols_with(side="sell")
+        for symbol, position in book.positions.items():  # exits come and go without a fill
+            working = symbol in exiting or position.exit_reason is not None
+            if holdings[symbol].exit_working is not working:
+                holdings[symbol] = replace(holdings[symbol], exit_working=working)
         # Trades of today closed before this start, when today is still the day we started on.
         before = self.realised_today_before if day == self.start_day else Decimal(0)
         today = before + self._realised_on(day)
@@ -141,14 +155,14 @@ class RiskGate:
             state=self.state,
             capital=self.capital,
             quote_to_account=rate,
-            holdings=book.holdings(self.executor.symbols_with(side="sell")),
+            holdings=holdings,
             last_prices=book.last_prices,
             markets=self.executor.markets,
             pnl_today=today + unrealised_today * rate,
-            pnl_since_reset=self.realised_before_reset_window + session + unrealised,
+            pnl_since_reset=self.realised_before_reset_window + session + unrealised * rate,
             working_entries=self.executor.symbols_with(side="buy"),
             unresolved=self.executor.unresolved_symbols(),
-            recent_orders_ms=tuple(t for t in self.executor.recent_submits if now - t < 60_000),
+            recent_orders_ms=self.executor.submits_since(now - RATE_WINDOW_MS),
         )
 
     def _realised_on(self, day: int) -> Decimal:
