@@ -150,6 +150,7 @@ class PositionBook:
     # derived from them may be kept until it moves. Code that sets a position's fields itself
     # (restore) calls touch().
     version: int = 0
+    _equity: tuple[int, Decimal] = (-1, Decimal(0))  # (version, equity_quote) last computed
 
     def __post_init__(self) -> None:
         self.peak_equity_quote = max(self.peak_equity_quote, self.capital_quote)
@@ -291,7 +292,13 @@ class PositionBook:
         return sum((p.unrealised_pnl_quote() for p in self.positions.values()), Decimal(0))
 
     def equity_quote(self) -> Decimal:
-        return self.capital_quote + self.realised_total_quote + self.unrealised_quote()
+        # Asked at each bar's close and again by the decision step's snapshot: kept per version.
+        if self._equity[0] != self.version:
+            self._equity = (
+                self.version,
+                self.capital_quote + self.realised_total_quote + self.unrealised_quote(),
+            )
+        return self._equity[1]
 
     def drawdown(self) -> float:
         peak = self.peak_equity_quote

@@ -1,0 +1,97 @@
+"""The position book's fold of fills (pure, huracan/execution/positions.py): average price,
+realised and unrealised PnL by hand, and the equity it keeps between changes equal to the one
+computed afresh after any sequence of fills, marks and bars."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from huracan.execution.positions import EntryContext, PositionBook
+
+STEP = Decimal("0.001")
+
+
+def book() -> PositionBook:
+    return PositionBook(
+        capital_quote=Decimal(10_000), stop_loss_bps=Decimal(200), take_profit_bps=Decimal(400)
+    )
+
+
+def entry(price: Decimal) -> EntryContext:
+    return EntryContext("m", 0.8, 1.0, price)
+
+
+def fresh_equity(b: PositionBook) -> Decimal:
+    return (
+        b.capital_quote
+        + b.realised_total_quote
+        + sum(
+            (
+                p.quantity * (p.last_price - p.cost_per_unit_held)
+                for p in b.positions.values()
+                if p.last_price
+            ),
+            Decimal(0),
+        )
+    )
+
+
+def test_a_round_trip_by_hand() -> None:
+    b = book()
+    b.apply_buy("BTC", price=Decimal(100), quantity=Decimal(2), fee_quote=Decimal("0.2"), fee_base=Decimal(0),
+                time_ms=0, entry=entry(Decimal(100)), amount_step=STEP)  # fmt: skip
+    b.apply_buy("BTC", price=Decimal(110), quantity=Decimal(2), fee_quote=Decimal("0.22"), fee_base=Decimal(0),
+                time_ms=1, entry=entry(Decimal(100)), amount_step=STEP)  # fmt: skip
+    position = b.positions["BTC"]
+    assert position.average_entry_price == Decimal(105)  # (200 + 220) / 4
+    b.mark("BTC", Decimal(120))
+    # Unrealised: 4 x 120 - (420 + 0.42 of fees) = 59.58; equity 10,000 + 59.58.
+    assert position.unrealised_pnl_quote() == Decimal("59.58")
+    assert b.equity_quote() == Decimal("10059.58")
+    effect = b.apply_sell(
+        "BTC", price=Decimal(120), quantity=Decimal(4), fee_quote=Decimal("0.48"), time_ms=2
+    )
+    assert effect.closed is not None
+    assert effect.closed.pnl_quote == Decimal("59.10")  # 480 - 0.48 - 420.42
+    assert b.equity_quote() == Decimal("10059.10")
+    assert not b.positions
+
+
+PRICE = st.decimals(Decimal(50), Decimal(150), places=2)
+QUANTITY = st.decimals(Decimal("0.001"), Decimal(3), places=3)
+STEPS = st.lists(
+    st.tuples(
+        st.sampled_from(["buy", "sell", "mark", "close_bar"]),
+        st.sampled_from(["BTC", "ETH"]),
+        PRICE,
+        QUANTITY,
+    ),
+    max_size=40,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(STEPS)
+def test_the_kept_equity_is_the_fresh_one_after_any_sequence(
+    steps: list[tuple[str, str, Decimal, Decimal]],
+) -> None:
+    b = book()
+    for t, (kind, symbol, price, quantity) in enumerate(steps):
+        held = b.positions.get(symbol)
+        if kind == "buy":
+            b.apply_buy(symbol, price=price, quantity=quantity, fee_quote=Decimal(0), fee_base=Decimal(0),
+                        time_ms=t, entry=entry(price), amount_step=STEP)  # fmt: skip
+        elif kind == "sell" and held is not None:
+            b.apply_sell(
+                symbol, price=price, quantity=min(quantity, held.quantity), fee_quote=Decimal(0), time_ms=t
+            )
+        elif kind == "mark":
+            b.mark(symbol, price)
+        elif kind == "close_bar":
+            b.close_bar()
+        assert b.equity_quote() == fresh_equity(b)
+    b.clear()
+    assert b.equity_quote() == b.capital_quote
