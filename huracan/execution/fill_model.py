@@ -36,7 +36,10 @@ Maker rules (the same in spirit as the exchange emulator, huracan/testing/emulat
   zero-quantity fill is never returned.
 
 Every price, quantity and fee is a Decimal; bars arrive as floats and become the decimal the
-venue sent through huracan.core.numbers.decimal_of.
+venue sent through huracan.core.numbers.decimal_of. A bar is a SimBar (every price exact at once)
+or a CandleBar (a candle whose prices are made exact only when a rule reads them: the simulated
+venue's bars run between the candle close and the decision, and a bar whose orders are all market
+orders needs its open alone). Both give the same fills.
 """
 
 from __future__ import annotations
@@ -44,7 +47,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, TypeAlias
 
 from huracan.core.candle import Candle
 from huracan.core.numbers import decimal_of
@@ -54,6 +57,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_MAX_VOLUME_SHARE",
+    "Bar",
+    "CandleBar",
     "FillCosts",
     "Liquidity",
     "OrderType",
@@ -136,6 +141,52 @@ class SimBar:
         )
 
 
+class CandleBar:
+    """A closed candle read as a SimBar: each price made exact (decimal_of) the first time a rule
+    reads it, then kept. The same numbers as SimBar.of(candle), without converting the prices
+    that no order of the bar asks about."""
+
+    __slots__ = ("_candle", "_high", "_low", "_open", "_volume")
+
+    def __init__(self, candle: Candle) -> None:
+        self._candle = candle
+        self._open: Decimal | None = None
+        self._high: Decimal | None = None
+        self._low: Decimal | None = None
+        self._volume: Decimal | None = None
+
+    @property
+    def open_time_ms(self) -> int:
+        return self._candle.open_time_ms
+
+    @property
+    def open(self) -> Decimal:
+        if self._open is None:
+            self._open = decimal_of(self._candle.open)
+        return self._open
+
+    @property
+    def high(self) -> Decimal:
+        if self._high is None:
+            self._high = decimal_of(self._candle.high)
+        return self._high
+
+    @property
+    def low(self) -> Decimal:
+        if self._low is None:
+            self._low = decimal_of(self._candle.low)
+        return self._low
+
+    @property
+    def volume(self) -> Decimal:
+        if self._volume is None:
+            self._volume = decimal_of(self._candle.volume)
+        return self._volume
+
+
+Bar: TypeAlias = SimBar | CandleBar
+
+
 @dataclass(frozen=True, slots=True)
 class SimOrder:
     """A working order as the fill model sees it. `quantity` is what is still to fill;
@@ -200,12 +251,12 @@ def _marketable_at_open(order: SimOrder, price: Decimal) -> bool:
     return price <= order.limit_price if order.side == "buy" else price >= order.limit_price
 
 
-def _trades_through(order: SimOrder, bar: SimBar) -> bool:
+def _trades_through(order: SimOrder, bar: Bar) -> bool:
     assert order.limit_price is not None
     return bar.low < order.limit_price if order.side == "buy" else bar.high > order.limit_price
 
 
-def fill_on_bar(orders: Sequence[SimOrder], bar: SimBar, costs: FillCosts) -> list[SimFill]:
+def fill_on_bar(orders: Sequence[SimOrder], bar: Bar, costs: FillCosts) -> list[SimFill]:
     """The fills `bar` gives the working `orders` (in time priority: the sequence's order).
 
     Orders placed after the bar opened are left alone. Market orders, and limit orders that are
@@ -213,23 +264,29 @@ def fill_on_bar(orders: Sequence[SimOrder], bar: SimBar, costs: FillCosts) -> li
     price. Other limit orders fill as maker at their limit when the bar trades through it, all
     of them together at most max_volume_share of the bar's volume. Fills come back in order."""
     fills: list[SimFill] = []
-    maker_budget = costs.max_volume_share * bar.volume
+    opened_ms = bar.open_time_ms
+    # Worked out when the first resting order needs it: a CandleBar's volume stays a float until then.
+    maker_budget: Decimal | None = None
     for order in orders:
-        if order.placed_ms > bar.open_time_ms or order.quantity <= 0:
+        if order.placed_ms > opened_ms or order.quantity <= 0:
             continue
-        at_open = taker_price(order.side, bar.open, costs)
-        if order.order_type == "market" or (not order.post_only and _marketable_at_open(order, at_open)):
-            fills.append(
-                SimFill(
-                    order.client_order_id,
-                    at_open,
-                    order.quantity,
-                    fee(at_open * order.quantity, costs.taker_fee_bps),
-                    "taker",
-                    bar.open_time_ms,
+        # A post-only order never takes, so its taker price is never needed.
+        if order.order_type == "market" or not order.post_only:
+            at_open = taker_price(order.side, bar.open, costs)
+            if order.order_type == "market" or _marketable_at_open(order, at_open):
+                fills.append(
+                    SimFill(
+                        order.client_order_id,
+                        at_open,
+                        order.quantity,
+                        fee(at_open * order.quantity, costs.taker_fee_bps),
+                        "taker",
+                        opened_ms,
+                    )
                 )
-            )
-            continue
+                continue
+        if maker_budget is None:
+            maker_budget = costs.max_volume_share * bar.volume
         if maker_budget <= 0 or not _trades_through(order, bar):
             continue
         assert order.limit_price is not None
@@ -242,7 +299,7 @@ def fill_on_bar(orders: Sequence[SimOrder], bar: SimBar, costs: FillCosts) -> li
                 quantity,
                 fee(order.limit_price * quantity, costs.maker_fee_bps),
                 "maker",
-                bar.open_time_ms,
+                opened_ms,
             )
         )
     return fills

@@ -5,6 +5,13 @@ The executor cannot tell it from the live adapter (same methods, same types, sam
 replay, shadow and live run one order path. Orders wait for the next bar: a market order placed
 after bar t closed fills at bar t+1's open, as the training environment's rules say; resting
 limits fill when a later bar trades through them (huracan/execution/fill_model.py).
+
+A bar's candles are handled between the candle close and the decision, so the venue keeps what
+they need at hand: open orders indexed by symbol (a candle of a symbol without one costs a dict
+look-up), each with the fill model's view of it (SimOrder, rebuilt only when a fill changes what
+is left), and the bar read lazily (CandleBar: a market order needs the open alone). Every price,
+quantity and fee is the Decimal the plain computation gives: nothing here is rounded or cached
+in a way that could change a number.
 """
 
 from __future__ import annotations
@@ -29,8 +36,8 @@ from huracan.exchange.models import (
     Trade,
 )
 from huracan.execution.fill_model import (
+    CandleBar,
     FillCosts,
-    SimBar,
     SimOrder,
     fill_on_bar,
     post_only_would_cross,
@@ -64,9 +71,11 @@ def replay_market_rules(series: Mapping[str, CandleSeries]) -> dict[str, MarketR
 
 @dataclass(slots=True)
 class _SimOrder:
+    """An order the venue holds: what it answers about it, and what the fill model sees of it
+    (`working`: what is left to fill, placed at the order's time)."""
+
     order: Order
-    placed_ms: int
-    post_only: bool
+    working: SimOrder
     fills: int = 0
 
 
@@ -83,6 +92,10 @@ class SimulatedVenue:
         self.costs = costs
         self.now_ms = now_ms
         self._orders: dict[str, _SimOrder] = {}  # by client order id
+        # The open ones by symbol, in the order they were placed (the fill model's time priority).
+        self._open: dict[str, dict[str, _SimOrder]] = {}
+        self._finished: list[str] = []  # client order ids closed or canceled since forget_closed
+        self._bar_ms: dict[str, int] = {}  # bar length by timeframe
         self._trades: dict[str, list[Trade]] = {s: [] for s in self.markets}
         # Closes kept as floats and made exact when asked: a bar's 20 conversions sit between
         # the candle close and the decision, most of them for symbols no one asks about.
@@ -103,42 +116,30 @@ class SimulatedVenue:
     def on_bar(self, candle: Candle) -> list[Trade]:
         """A closed bar of `candle.symbol`: fill what it fills, then remember its close."""
         symbol = candle.symbol
-        working = [s for s in self._orders.values() if s.order.symbol == symbol and s.order.is_open]
-        trades: list[Trade] = []
-        if working:
-            bar = SimBar.of(candle)
-            sim_orders = [
-                SimOrder(
-                    s.order.client_order_id or s.order.id,
-                    s.order.side,
-                    "market" if s.order.type == "market" else "limit",
-                    s.order.remaining if s.order.remaining is not None else s.order.amount,
-                    s.order.price,
-                    s.post_only,
-                    s.placed_ms,
-                )
-                for s in working
-            ]
-            step = self.markets[symbol].amount_step
-            for fill in fill_on_bar(sim_orders, bar, self.costs):
-                # A share of the bar's volume is rarely a whole number of lots; the venue's
-                # fills are, and what is left must be an amount it would take.
-                quantity = floor_to_step(fill.quantity, step)
-                if quantity <= 0:
-                    continue
-                fill = replace(fill, quantity=quantity, fee_quote=fill.fee_quote * quantity / fill.quantity)
-                trades.append(
-                    self._apply(
-                        fill.client_order_id,
-                        fill.price,
-                        fill.quantity,
-                        fill.fee_quote,
-                        fill.liquidity,
-                        fill.time_ms,
-                    )
-                )
+        working = self._open.get(symbol)
+        trades = self._fill(symbol, list(working.values()), candle) if working else []
         self._last_close_float[symbol] = candle.close
-        self._market_ms = max(self._market_ms, candle.open_time_ms + timeframe_ms(candle.timeframe))
+        bar_ms = self._bar_ms.get(candle.timeframe)
+        if bar_ms is None:
+            bar_ms = self._bar_ms[candle.timeframe] = timeframe_ms(candle.timeframe)
+        self._market_ms = max(self._market_ms, candle.open_time_ms + bar_ms)
+        return trades
+
+    def _fill(self, symbol: str, working: list[_SimOrder], candle: Candle) -> list[Trade]:
+        trades: list[Trade] = []
+        step = self.markets[symbol].amount_step
+        for fill in fill_on_bar([s.working for s in working], CandleBar(candle), self.costs):
+            # A share of the bar's volume is rarely a whole number of lots; the venue's fills
+            # are, and what is left must be an amount it would take. The fee follows the
+            # quantity, by this expression even when nothing was cut: fee * q / q can differ
+            # from fee in its last digit, and the venue's fees are this expression's.
+            quantity = floor_to_step(fill.quantity, step)
+            if quantity <= 0:
+                continue
+            fee = fill.fee_quote * quantity / fill.quantity
+            trades.append(
+                self._apply(fill.client_order_id, fill.price, quantity, fee, fill.liquidity, fill.time_ms)
+            )
         return trades
 
     def _last_close(self, symbol: str) -> Decimal | None:
@@ -151,17 +152,32 @@ class SimulatedVenue:
         sim = self._orders[cid]
         order = sim.order
         filled = order.filled + quantity
-        cost = (order.cost or Decimal(0)) + price * quantity
+        notional = price * quantity
+        cost = (order.cost or Decimal(0)) + notional
         remaining = order.amount - filled
+        done = remaining <= 0
         sim.fills += 1
-        sim.order = replace(
-            order,
+        # Built directly, not with dataclasses.replace: this runs for every fill, before the
+        # decision, and replace's field walk costs more than the rest of the fill.
+        sim.order = Order(
+            id=order.id,
+            client_order_id=order.client_order_id,
+            symbol=order.symbol,
+            side=order.side,
+            type=order.type,
+            status="closed" if done else "open",
+            price=order.price,
+            amount=order.amount,
             filled=filled,
             remaining=remaining,
-            cost=cost,
             average=cost / filled,
-            status="closed" if remaining <= 0 else "open",
+            cost=cost,
+            timestamp_ms=order.timestamp_ms,
         )
+        if done:
+            self._close(sim)
+        else:
+            sim.working = replace(sim.working, quantity=remaining)
         trade = Trade(
             id=f"{cid}-{sim.fills}",  # client order ids never repeat, so neither do these
             order_id=order.id,
@@ -169,7 +185,7 @@ class SimulatedVenue:
             side=order.side,
             price=price,
             amount=quantity,
-            cost=price * quantity,
+            cost=notional,
             fee=fee,
             fee_asset=self.markets[order.symbol].quote,
             taker_or_maker=liquidity,
@@ -178,10 +194,18 @@ class SimulatedVenue:
         self._trades[order.symbol].append(trade)
         return trade
 
+    def _close(self, sim: _SimOrder) -> None:
+        """The order is no longer open: out of its symbol's working orders, into forget_closed's."""
+        cid = sim.order.client_order_id
+        assert cid is not None  # create_order keys every order by its request's client order id
+        del self._open[sim.order.symbol][cid]
+        self._finished.append(cid)
+
     # --- orders ---------------------------------------------------------------------------------
     async def create_order(self, request: OrderRequest) -> OrderAck:
-        if request.client_order_id in self._orders:
-            return OrderAck(self._orders[request.client_order_id].order, via="lookup")
+        known = self._orders.get(request.client_order_id)
+        if known is not None:
+            return OrderAck(known.order, via="lookup")
         rules = self.markets[request.symbol]
         prepared = prepare_order(
             request,
@@ -192,8 +216,9 @@ class SimulatedVenue:
             ),
         )
         price = Decimal(prepared.price) if prepared.price is not None else None
-        close = self._last_close(request.symbol)
-        if request.post_only and price is not None and close is not None:
+        amount = Decimal(prepared.amount)
+        close = self._last_close(request.symbol) if request.post_only and price is not None else None
+        if close is not None and price is not None:
             bid, ask = synthetic_top_of_book(close, self.costs)
             if post_only_would_cross(request.side, price, bid, ask):
                 raise PostOnlyWouldTake(
@@ -213,19 +238,33 @@ class SimulatedVenue:
             type=request.type,
             status="open",
             price=price,
-            amount=Decimal(prepared.amount),
+            amount=amount,
             filled=Decimal(0),
-            remaining=Decimal(prepared.amount),
+            remaining=amount,
             average=None,
             cost=Decimal(0),
             timestamp_ms=now,
         )
-        self._orders[request.client_order_id] = _SimOrder(order, now, request.post_only)
+        # The fill model's view is made here, once, not on each bar it works through.
+        working = SimOrder(
+            order.client_order_id or order.id,
+            order.side,
+            "market" if order.type == "market" else "limit",
+            amount,
+            price,
+            request.post_only,
+            now,
+        )
+        sim = _SimOrder(order, working)
+        self._orders[request.client_order_id] = sim
+        self._open.setdefault(request.symbol, {})[request.client_order_id] = sim
         return OrderAck(order, via="response")
 
     def _find(self, client_order_id: str | None, order_id: str | None) -> _SimOrder:
-        if client_order_id is not None and client_order_id in self._orders:
-            return self._orders[client_order_id]
+        if client_order_id is not None:
+            sim = self._orders.get(client_order_id)
+            if sim is not None:
+                return sim
         for sim in self._orders.values():
             if order_id is not None and sim.order.id == order_id:
                 return sim
@@ -246,10 +285,11 @@ class SimulatedVenue:
         if not sim.order.is_open:
             return CancelResult("already_closed", sim.order)
         sim.order = replace(sim.order, status="canceled")
+        self._close(sim)
         return CancelResult("canceled", sim.order)
 
     async def fetch_open_orders(self, symbol: str) -> list[Order]:
-        return [s.order for s in self._orders.values() if s.order.symbol == symbol and s.order.is_open]
+        return [s.order for s in self._open.get(symbol, {}).values()]
 
     async def fetch_my_trades(self, symbol: str, since_ms: int) -> list[Trade]:
         return [t for t in self._trades.get(symbol, ()) if t.timestamp_ms >= since_ms]
@@ -260,9 +300,15 @@ class SimulatedVenue:
 
     def forget_closed(self) -> None:
         """Drop finished orders and their trades once the executor has them (replay runs for
-        months of bars; memory must not grow with them)."""
-        done = [cid for cid, s in self._orders.items() if not s.order.is_open]
-        for cid in done:
-            del self._orders[cid]
-        for symbol in self._trades:
+        months of bars; memory must not grow with them). Only the symbols that lost an order
+        have trades to drop."""
+        if not self._finished:
+            return
+        symbols = set()
+        for cid in self._finished:
+            sim = self._orders.pop(cid, None)
+            if sim is not None:
+                symbols.add(sim.order.symbol)
+        self._finished.clear()
+        for symbol in symbols:
             self._trades[symbol] = [t for t in self._trades[symbol] if t.id.rsplit("-", 1)[0] in self._orders]
