@@ -254,14 +254,23 @@ class LatencyRun:
     trade: TradingService
 
 
-async def until_done(probe: Probe, tasks: Sequence[asyncio.Task[None]]) -> None:
-    """Until the trading task is done with the bar; a service's error if one stops meanwhile."""
-    waiter = asyncio.ensure_future(probe.done.wait())
-    finished, _ = await asyncio.wait([waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)
-    if waiter not in finished:
-        waiter.cancel()
-        _ = [task.result() for task in finished]  # raises the service's error
-        raise RuntimeError("a service stopped while a bar was in flight")
+async def watch_bar(probe: Probe, tasks: Sequence[asyncio.Task[None]]) -> asyncio.Task[None]:
+    """A task that ends when the trading task is done with the bar about to be published (with
+    a service's error if one stops meanwhile). Started, and waiting, before the publish: the
+    bench's own bookkeeping is not part of the time measured from it."""
+
+    async def watch() -> None:
+        waiter = asyncio.ensure_future(probe.done.wait())
+        finished, _ = await asyncio.wait([waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)
+        if waiter not in finished:
+            waiter.cancel()
+            _ = [task.result() for task in finished]  # raises the service's error
+            raise RuntimeError("a service stopped while a bar was in flight")
+
+    watching = asyncio.create_task(watch())
+    for _ in range(2):  # one turn for it to register its callbacks, one for its waiter to wait
+        await asyncio.sleep(0)
+    return watching
 
 
 async def latency_run(config: HuracanConfig, pool: asyncpg.Pool, data: Streams, wanted: int) -> LatencyRun:
@@ -294,9 +303,11 @@ async def latency_run(config: HuracanConfig, pool: asyncpg.Pool, data: Streams, 
             candles = {s: data[s].candle(i) for s in symbols}
             await clock.sleep_until(open_ms + STEP_MS)
             await store.write(list(candles.values()))  # as the ingest: stored, then published
+            probe.done.clear()
+            watching = await watch_bar(probe, tasks)
             probe.begin(open_ms)
             await ingest.topic.publish(CandleClosed(TIMEFRAME, open_ms, candles))
-            await until_done(probe, tasks)
+            await watching
             published += 1
             if published > WARM_BARS and any(p.decided for p in probe.bars[-1].placements):
                 counted += 1
