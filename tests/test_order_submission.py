@@ -20,7 +20,7 @@ import pytest
 from replay_stack import BTC, ETH, Replay, config_of, contiguous, intent, rows
 
 from huracan.core.intents import AgentAction
-from huracan.exchange.models import CancelResult, OrderAck, OrderRequest
+from huracan.exchange.models import CancelResult, Order, OrderAck, OrderRequest
 from huracan.execution.approval import ApprovedOrder
 from huracan.execution.order_state import ManagedOrder, OrderStatus
 from huracan.execution.sim_venue import SimulatedVenue
@@ -254,3 +254,41 @@ async def test_a_failed_write_ahead_leaves_nothing_sent_and_the_next_order_refus
     with pytest.raises(OrderSubmissionFailed):
         await gate.handle(intent(AgentAction.ENTER_LONG_SMALL, ETH, s))
     assert await db_pool.fetchval("SELECT count(*) FROM orders") == 0
+
+
+class RemoteVenue(SimulatedVenue):
+    """The simulated venue, answering fetch_order after a round trip, as an exchange would."""
+
+    local = False
+    in_flight = 0
+    most_in_flight = 0
+
+    async def fetch_order(
+        self, symbol: str, *, order_id: str | None = None, client_order_id: str | None = None
+    ) -> Order:
+        RemoteVenue.in_flight += 1
+        RemoteVenue.most_in_flight = max(RemoteVenue.most_in_flight, RemoteVenue.in_flight)
+        await asyncio.sleep(0.02)
+        RemoteVenue.in_flight -= 1
+        return await super().fetch_order(symbol, order_id=order_id, client_order_id=client_order_id)
+
+
+@pytest.mark.db
+async def test_a_remote_venue_is_asked_about_every_symbol_at_once(db_pool: asyncpg.Pool) -> None:
+    s = 9_000
+    assert contiguous((BTC, ETH), s, s + 2)
+    replay = Replay.build(config_of(symbols=(BTC, ETH)), db_pool, start=s)
+    await replay.start()
+    replay.venue.__class__ = RemoteVenue
+    await replay.bar(
+        s,
+        lambda i: [
+            intent(AgentAction.ENTER_LONG_SMALL, BTC, i),
+            intent(AgentAction.ENTER_LONG_SMALL, ETH, i),
+        ],
+    )
+    await replay.bar(s + 1)  # both fill at this bar's open; the sync before the decision finds them
+    # One round trip for the two symbols, not one after the other; the fills are all taken.
+    assert RemoteVenue.most_in_flight == 2
+    assert set(replay.book_positions) == {BTC, ETH}
+    assert not replay.service.executor.orders

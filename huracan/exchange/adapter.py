@@ -132,6 +132,8 @@ def _exactly_one(order_id: str | None, client_order_id: str | None) -> None:
 
 
 class ExchangeAdapter:
+    local = False  # every request is a round trip to the exchange: see Venue.local
+
     def __init__(
         self,
         settings: ExchangeSettings,

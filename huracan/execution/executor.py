@@ -268,11 +268,25 @@ class Executor:
 
     # --- following the venue --------------------------------------------------------------------
     async def sync(self) -> list[ClosedTrade]:
-        """Bring every working order up to date with the venue: status, fills, UNKNOWN resolved."""
+        """Bring every working order up to date with the venue: status, fills, UNKNOWN resolved.
+        A remote venue's round trips overlap across symbols; within a symbol the orders are
+        asked in the order they were placed (an entry's fills before its exit's)."""
+        # An order on its way is left alone: its answer brings its news.
+        orders = [o for o in self.orders.values() if not self.outbox.in_flight(o.client_order_id)]
+        by_symbol: dict[str, list[ManagedOrder]] = {}
+        for order in orders:
+            by_symbol.setdefault(order.symbol, []).append(order)
+        if self.venue.local or len(by_symbol) < 2:
+            return await self._sync_symbol(orders)
+        found = await asyncio.gather(*map(self._sync_symbol, by_symbol.values()), return_exceptions=True)
+        for outcome in found:  # raised once all are done: none goes on behind the caller's back
+            if isinstance(outcome, BaseException):
+                raise outcome
+        return [trade for closed in found if isinstance(closed, list) for trade in closed]
+
+    async def _sync_symbol(self, orders: list[ManagedOrder]) -> list[ClosedTrade]:
         closed: list[ClosedTrade] = []
-        for order in list(self.orders.values()):
-            if self.outbox.in_flight(order.client_order_id):
-                continue  # its answer is on its way, with the venue's id and any fills
+        for order in orders:
             try:
                 closed.extend(await self._sync_order(order))
             except Retryable as exc:
@@ -365,7 +379,7 @@ class Executor:
             entry = (
                 approved.entry
                 if approved is not None and approved.entry is not None
-                else _unknown_entry(trade.price, order.db_id)
+                else EntryContext.unknown(trade.price, order.db_id)
             )
             # The position's entry order is the one whose fill opens it, always: a maker entry
             # re-priced or taken as a fallback carries the approval (and the entry context) of
@@ -483,7 +497,3 @@ def _liquidity(value: str | None) -> Literal["maker", "taker"] | None:
     if value == "taker":
         return "taker"
     return None
-
-
-def _unknown_entry(price: Decimal, order_id: int | None) -> EntryContext:
-    return EntryContext("unknown", 0.0, 1.0, price, entry_order_id=order_id)

@@ -41,6 +41,11 @@ class EntryContext:
     regime: str = "unknown"
     entry_order_id: int | None = None  # orders.id of the entry
 
+    @classmethod
+    def unknown(cls, price: Decimal, order_id: int | None) -> EntryContext:
+        """A buy whose decision is not known (an adopted order): entered at its fill price."""
+        return cls("unknown", 0.0, 1.0, price, entry_order_id=order_id)
+
 
 @dataclass(slots=True)
 class Position:

@@ -80,6 +80,8 @@ class _SimOrder:
 
 
 class SimulatedVenue:
+    local = True  # answers at once: see Venue.local
+
     def __init__(
         self,
         exchange_id: str,

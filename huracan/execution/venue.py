@@ -12,6 +12,9 @@ class Venue(Protocol):
     """What the executor needs from a venue: the exchange adapter and the simulated venue."""
 
     exchange_id: str
+    # True when it answers without I/O (the simulated venue): overlapping its requests gains
+    # nothing, so the executor does not pay for tasks to do it.
+    local: bool
 
     async def create_order(self, request: OrderRequest) -> OrderAck: ...
     async def cancel_order(
