@@ -13,6 +13,8 @@ import pytest
 from replay_stack import BTC, ETH, Replay, config_of, contiguous, intent
 
 from huracan.core.intents import AgentAction, OrderIntent
+from huracan.exchange.models import OrderAck, OrderRequest
+from huracan.execution.sim_venue import SimulatedVenue
 from huracan.risk.calendar import trading_day
 from huracan.risk.gate import RiskGate
 from huracan.risk.portfolio import Portfolio
@@ -84,3 +86,38 @@ async def test_the_kept_portfolio_equals_the_one_computed_from_scratch(db_pool: 
     assert checks > 40
     assert len(trades) >= 5
     assert {t.exit_reason for t in trades} >= {"signal", "stop_loss"}
+
+
+class FillsAtOnce(SimulatedVenue):
+    """A market order filled in create_order's answer at the last close, as a live exchange fills
+    one; otherwise the simulated venue."""
+
+    async def create_order(self, request: OrderRequest) -> OrderAck:
+        ack = await super().create_order(request)
+        price = self._last_close(request.symbol)
+        if request.type != "market" or price is None:
+            return ack
+        amount = ack.order.amount
+        self._apply(request.client_order_id, price, amount, price * amount / 1000, "taker", self.now_ms())
+        return OrderAck(self._orders[request.client_order_id].order, via="response")
+
+
+async def test_entries_of_one_bar_stay_within_the_heat_though_they_fill_behind_the_gate(
+    db_pool: asyncpg.Pool,
+) -> None:
+    s = 9_000
+    assert contiguous((BTC, ETH), s, s + 1)
+    # Capital 10,000 GBP, heat allowed 20% = 2,000 GBP. A small entry is 0.5 x 3,000 = 1,500 GBP
+    # with its stop ~100% away (stop_loss_bps 9,999): ~1,500 GBP of heat. The gate assesses the
+    # ETH entry before BTC's fill is in the book, so only BTC's working entry can hold it to the
+    # ~500 GBP that is left.
+    replay = Replay.build(config_of(symbols=(BTC, ETH), risk={"max_heat_pct": 20.0}), db_pool, start=s)
+    await replay.start()
+    replay.venue.__class__ = FillsAtOnce
+    entries = [AgentAction.ENTER_LONG_SMALL, AgentAction.ENTER_LONG_SMALL]
+    await replay.bar(s, lambda i: [intent(a, sym, i) for a, sym in zip(entries, (BTC, ETH), strict=True)])
+    gate = replay.service.gate
+    portfolio = gate.portfolio()
+    assert set(replay.book_positions) == {BTC, ETH}  # both filled at once, in the bar
+    assert gate.manager.heat(portfolio) <= gate.manager.allowed_heat(portfolio)
+    assert gate.stats.scaled == 1

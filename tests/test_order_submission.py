@@ -39,18 +39,21 @@ def submission(cid: str, symbol: str) -> Submission:
 class Recorder:
     """Journal and venue stand-ins: what was written ahead, what was sent, how many at once."""
 
-    def __init__(self, *, send_s: float = 0.0, fail_write: bool = False) -> None:
+    def __init__(self, *, send_s: float = 0.0, fail_write: bool = False, poison: str = "") -> None:
         self.events: list[tuple[str, str]] = []
         self.batches: list[list[str]] = []
         self.refused: list[str] = []
         self.in_flight = self.max_in_flight = 0
         self.send_s = send_s
         self.fail_write = fail_write
+        self.poison = poison  # an order whose row the database refuses
 
     async def write_ahead(self, batch: Sequence[Submission]) -> None:
         await asyncio.sleep(0.01)  # a commit's round trip, during which more orders queue up
         if self.fail_write:
             raise ConnectionResetError("the database went away")
+        if any(s.order.client_order_id == self.poison for s in batch):
+            raise ValueError("invalid input syntax for type json")  # the whole statement fails
         self.batches.append([s.order.client_order_id for s in batch])
         self.events += [("written", s.order.client_order_id) for s in batch]
 
@@ -111,6 +114,19 @@ async def test_a_failed_write_ahead_sends_nothing_and_refuses_every_later_order(
     assert not [e for e in journal.events if e[0] == "sent"]
     with pytest.raises(OrderSubmissionFailed):
         outbox.enqueue(submission("c", BTC))
+
+
+async def test_a_row_the_database_refuses_refuses_only_its_own_order() -> None:
+    journal = Recorder(poison="entry")
+    outbox = journal.outbox()
+    outbox.enqueue(submission("stop", BTC))  # a stop-loss exit, in the same batch as the bad row
+    outbox.enqueue(submission("entry", ETH))
+    await outbox.drained()  # not failed: trading goes on
+    assert journal.refused == ["entry"]
+    assert journal.events == [("written", "stop"), ("sent", "stop")]
+    outbox.enqueue(submission("next", ETH))
+    await outbox.drained()
+    assert journal.events[-1] == ("sent", "next")
 
 
 async def test_client_order_ids_come_a_block_at_a_time_in_sequence_order() -> None:
@@ -292,3 +308,35 @@ async def test_a_remote_venue_is_asked_about_every_symbol_at_once(db_pool: async
     assert RemoteVenue.most_in_flight == 2
     assert set(replay.book_positions) == {BTC, ETH}
     assert not replay.service.executor.orders
+
+
+class BrokenForEth(SimulatedVenue):
+    """create_order raises an error outside the adapter's taxonomy for ETH (a fault of ours)."""
+
+    async def create_order(self, request: OrderRequest) -> OrderAck:
+        if request.symbol == ETH:
+            raise RuntimeError("unexpected payload from the exchange")
+        return await super().create_order(request)
+
+
+@pytest.mark.db
+async def test_a_failed_submission_still_writes_the_bars_fills_and_denials(db_pool: asyncpg.Pool) -> None:
+    s = 9_000
+    assert contiguous((BTC, ETH), s, s + 2)
+    replay = Replay.build(config_of(symbols=(BTC, ETH)), db_pool, start=s)
+    await replay.start()
+    await replay.bar(s, lambda i: [intent(AgentAction.ENTER_LONG_SMALL, BTC, i)])
+    replay.venue.__class__ = BrokenForEth
+    # Bar s + 1: the BTC entry fills at the open; a second BTC entry is denied (position open: a
+    # risk_events row, written behind) and the ETH entry's send raises.
+    with pytest.raises(OrderSubmissionFailed):
+        await replay.bar(
+            s + 1,
+            lambda i: [
+                intent(AgentAction.ENTER_LONG_SMALL, BTC, i),
+                intent(AgentAction.ENTER_LONG_SMALL, ETH, i),
+            ],
+        )
+    assert await db_pool.fetchval("SELECT count(*) FROM fills") == 1
+    assert await db_pool.fetchval("SELECT count(*) FROM risk_events WHERE reason_code = 'position_open'") == 1
+    assert await db_pool.fetchval("SELECT status FROM orders WHERE symbol = $1", BTC) == "FILLED"

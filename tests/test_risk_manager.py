@@ -345,6 +345,7 @@ def scenarios(draw: st.DrawFn) -> Scenario:
             *[st.tuples(st.sampled_from([False] * 3 + [True]), st.sampled_from([False] * 9 + [True]))] * 4
         )
     )
+    working = {s for s, (w, _) in zip(SYMBOLS, flags, strict=True) if w and s not in holdings}
     portfolio = Portfolio(
         now_ms=NOW,
         state=draw(st.sampled_from([TradingState.ACTIVE] * 8 + [TradingState.REDUCING, TradingState.HALTED])),
@@ -357,9 +358,8 @@ def scenarios(draw: st.DrawFn) -> Scenario:
             st.sampled_from([D(0)] * 5 + [D(-600), D(-500), D("-499.99"), D(-200), D("999.99"), D(1000)])
         ),
         pnl_since_reset=draw(st.sampled_from([D(0)] * 6 + [D(-1000), D("-999.99"), D(-200)])),
-        working_entries=frozenset(
-            s for s, (w, _) in zip(SYMBOLS, flags, strict=True) if w and s not in holdings
-        ),
+        working_entries=frozenset(working),
+        entry_notional={s: draw(st.sampled_from([D(0), D(500), D(2000)])) for s in sorted(working)},
         unresolved=frozenset(s for s, (_, u) in zip(SYMBOLS, flags, strict=True) if u),
         recent_orders_ms=tuple(NOW + t for t in draw(st.lists(st.sampled_from(RECENT_MS), max_size=4))),
     )
@@ -391,7 +391,8 @@ def reference_heat(limits: RiskLimits, portfolio: Portfolio) -> Decimal:
         last = portfolio.last_prices.get(h.symbol, h.average_price)
         stop = h.stop_price if h.stop_price is not None else last * (1 - limits.stop_loss_bps / 10_000)
         total += h.quantity * max(last - stop, D(0)) * portfolio.quote_to_account
-    return total
+    # A working entry is risk to the stops once it fills: its notional at the default distance.
+    return total + sum(portfolio.entry_notional.values(), D(0)) * limits.stop_loss_bps / 10_000
 
 
 def check_entry(limits: RiskLimits, p: Portfolio, order: OrderIntent, limit_price: Decimal | None) -> None:
@@ -465,9 +466,11 @@ def test_no_stream_of_intents_breaks_a_limit(
         assert rules_.max_amount is None or quantity <= rules_.max_amount
         if not limits.scale_down:
             assert set(v.scaled_by) <= {"max_amount"}
+        # The approved entry is working now: the next intents are assessed with its heat.
         portfolio = dataclasses.replace(
             portfolio,
             working_entries=portfolio.working_entries | {symbol},
+            entry_notional={**portfolio.entry_notional, symbol: notional},
             recent_orders_ms=(*portfolio.recent_orders_ms, portfolio.now_ms),
         )
 

@@ -58,6 +58,7 @@ from huracan.risk.rates import TickerSource, venue_rate
 from huracan.risk.state_store import intent_json
 
 log = get_logger("huracan.execution")
+LIQUIDITY: dict[str, Literal["maker", "taker"]] = {"maker": "maker", "taker": "taker"}  # as a venue says it
 
 
 class Executor:
@@ -128,12 +129,15 @@ class Executor:
             raise UngatedOrder(
                 f"{approved.intent.symbol} {approved.intent.side}: orders go through the risk gate"
             )
+        client_order_id = await self.ids.next()
+        # Checked after the id's await, with nothing awaited before the order is registered and
+        # queued: a failure meanwhile must not leave a registered order that is never sent.
         self.writer.check()  # no new order while the journal is behind the venue
         self.outbox.check()
         intent = approved.intent
         now = self.now_ms()
         order = ManagedOrder(
-            client_order_id=await self.ids.next(),
+            client_order_id=client_order_id,
             symbol=intent.symbol,
             side=intent.side,
             order_type=approved.order_type,
@@ -193,11 +197,14 @@ class Executor:
     async def _send(self, submission: Submission) -> None:
         """The request, after its write-ahead; then the venue's answer into the order."""
         order = submission.order
+        order.created_ms = self.now_ms()  # the settle window and the maker's clock run from here
         try:
             ack = await asyncio.wait_for(
                 self.venue.create_order(submission.request), timeout=self.order_timeout_s
             )
         except (OutcomeUnknown, TimeoutError) as exc:
+            if self.orders.get(order.client_order_id) is not order:
+                return  # abandoned by a restart meanwhile: reconciliation finds it by client order id
             transition(order, OrderEvent.TIMEOUT)
             order.venue_message = f"outcome unknown: {exc}"[:500]
             self.stats.unknown += 1
@@ -219,6 +226,8 @@ class Executor:
                 reason=order.venue_message,
             )
         else:
+            if self.orders.get(order.client_order_id) is not order:
+                return  # as above: the restarted task's book is not this answer's to change
             self.stats.placed += 1
             order.exchange_order_id = ack.order.id
             if ack.order.amount < order.quantity:
@@ -357,7 +366,7 @@ class Executor:
             trade.price,
             trade.amount,
             fee_quote,
-            _liquidity(trade.taker_or_maker),
+            LIQUIDITY.get(trade.taker_or_maker or ""),
             trade.timestamp_ms,
         )
         outcome = apply_fill(order, report)
@@ -424,19 +433,10 @@ class Executor:
             closing=closing,
             rate=self.quote_to_account,
         )
-        self.stats.fills += 1
-        self.stats.fees_quote += fee_quote
-        notional = trade.price * trade.amount
-        if report.liquidity == "maker":
-            self.stats.maker_notional += notional
-            self.stats.maker_saved_quote += notional * (self.taker_cost_bps - self.maker_fee_bps) / 10_000
-        else:
-            self.stats.taker_notional += notional
+        saved_bps = self.taker_cost_bps - self.maker_fee_bps
+        self.stats.count_fill(trade.price * trade.amount, fee_quote, report.liquidity == "maker", saved_bps)
         if closed is not None:
-            self.stats.trades.append(closed)
-            pnl_account = closed.pnl_quote * self.quote_to_account
-            self.stats.closed_account.append((closed.exit_time_ms, pnl_account))
-            self.stats.realised_account += pnl_account
+            self.stats.count_closed(closed, self.quote_to_account)
             if self.on_closed is not None:
                 try:
                     self.on_closed(closed)
@@ -448,8 +448,14 @@ class Executor:
         self.writer.order(order, self.now_ms())
 
     async def flush(self) -> None:
-        """Every order on its way answered, then every journal write done (raises on failure of either)."""
-        await self.outbox.drained()
+        """Every order on its way answered, then every journal write done, even when submission
+        failed (the fills waiting in line are facts). Raises submission's failure, or the
+        writer's when that fails too."""
+        try:
+            await self.outbox.drained()
+        except Exception:
+            await self.writer.flush()
+            raise
         await self.writer.flush()
 
     async def fee_in_quote(self, fee: Decimal, asset: str, quote: str) -> Decimal:
@@ -489,11 +495,3 @@ class Executor:
                 position.exit_reason = None  # the exit ended without closing it: rules may exit again
             if approved is not None and order.post_only:  # the maker logic may replace it
                 self.finished[order.client_order_id] = approved
-
-
-def _liquidity(value: str | None) -> Literal["maker", "taker"] | None:
-    if value == "maker":
-        return "maker"
-    if value == "taker":
-        return "taker"
-    return None

@@ -3,7 +3,8 @@
 For each closed bar t:
 1. the venue's fills for bar t (simulated: the fill model on bar t; live: the venue is asked),
 2. the position book marked at t's close, and the decision step let go on bar t (it waits for
-   this step, so its context is current; it runs before 3, which does not change its inputs),
+   this step, so its context is current; it normally runs before 3, which is only CPU work on
+   the simulated venue, whose fills come with the next bar),
 3. stop-loss, take-profit and time exits through the gate, the circuit breaker checked, maker
    entries re-priced or given up,
 4. the decision step's intents for bar t taken off the intent queue, through the gate, until its
@@ -186,8 +187,8 @@ class TradingService:
             executor.book.mark(symbol, decimal_of(candle.close))
         executor.book.close_bar()
         # The book has the bar: the decision step decides on it now (this yield lets it run
-        # first: its inputs are the book and the bar, which the engine's exits below do not
-        # change), then the engine's exits and the decisions go to the gate in that order. The
+        # first, when it is waiting for the bar: the CPU of the exits below is then not in its
+        # latency), then the engine's exits and the decisions go to the gate in that order. The
         # bar's fills go to the journal once the gate has had the decisions.
         async with self._marked:
             self.marked_through = event.open_time_ms

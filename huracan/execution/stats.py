@@ -31,3 +31,20 @@ class ExecutionStats:
     def maker_share(self) -> float:
         total = self.maker_notional + self.taker_notional
         return float(self.maker_notional / total) if total else 0.0
+
+    def count_fill(self, notional: Decimal, fee_quote: Decimal, maker: bool, saved_bps: Decimal) -> None:
+        """A new fill (quote currency); saved_bps: what a taker fill would have cost beyond the
+        maker fee (fee, half spread, slippage), counted for maker fills."""
+        self.fills += 1
+        self.fees_quote += fee_quote
+        if maker:
+            self.maker_notional += notional
+            self.maker_saved_quote += notional * saved_bps / 10_000
+        else:
+            self.taker_notional += notional
+
+    def count_closed(self, trade: ClosedTrade, quote_to_account: Decimal) -> None:
+        self.trades.append(trade)
+        pnl_account = trade.pnl_quote * quote_to_account
+        self.closed_account.append((trade.exit_time_ms, pnl_account))
+        self.realised_account += pnl_account

@@ -12,17 +12,20 @@ the order the gate approved:
 3. each answer through the executor (ACCEPTED, REJECTED or UNKNOWN; immediate fills).
 
 So a bar's orders cost one commit instead of one each, and on a live venue they are in flight
-together instead of one network round trip after another. A cancel of an order still on its
+together instead of one network round trip after another. A batch the database refuses is
+written again row by row, so one bad row refuses only its own order, not a stop-loss beside it. A cancel of an order still on its
 way waits for its answer (`settled`), sync leaves such orders alone, and `drained` (the
-executor's flush) waits for all of them. If the write-ahead fails, nothing of the batch has been
-sent: its orders are refused in memory, and every later placement raises until the trading task
-restarts from the journal; a kill at any point leaves at most orders that a restart's
+executor's flush) waits for all of them. If the write-ahead fails for every row, nothing
+of the batch has been sent: its orders (exits too) are refused in memory, and every later
+placement raises until the trading task restarts from the journal; a kill at any point leaves at most orders that a restart's
 reconciliation resolves by client order id, as before.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -65,11 +68,13 @@ class ClientOrderIds:
     async def next(self) -> str:
         if not self._ids:
             if self._refill is not None and not self._refill.done():
-                await asyncio.shield(self._refill)  # one fetch at a time keeps the sequence's order
+                # One fetch at a time keeps the sequence's order; a failed one is fetched again here.
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(self._refill)
             if not self._ids:
                 self._ids.extend(await self.fetch(self.block))
         if len(self._ids) <= self.block // 2 and (self._refill is None or self._refill.done()):
-            self._refill = asyncio.create_task(self._fetch_block())
+            self._refill = asyncio.create_task(self._fetch_block(), context=contextvars.Context())
             # A failed background fetch is retried by the next call; its error is not lost there.
             self._refill.add_done_callback(lambda t: t.cancelled() or t.exception())
         return self._ids.popleft()
@@ -109,7 +114,10 @@ class Outbox:
         self._queue.append(submission)
         self._answered[submission.order.client_order_id] = asyncio.get_running_loop().create_future()
         if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._drain(), name="order-submission")
+            # A fresh context: the task outlives the gate's pass it was queued in.
+            self._task = asyncio.create_task(
+                self._drain(), name="order-submission", context=contextvars.Context()
+            )
 
     def in_flight(self, client_order_id: str) -> bool:
         return client_order_id in self._answered
@@ -146,21 +154,50 @@ class Outbox:
             self.batches += 1
             try:
                 await self.write_ahead(batch)
-            except BaseException as exc:
+                written: list[Submission] | None = batch
+            except asyncio.CancelledError as exc:
                 self._fail(exc, [*batch, *self._queue])
                 self._queue = []
-                if isinstance(exc, asyncio.CancelledError):
-                    raise
-                log.error(
-                    "write-ahead failed; nothing of the batch was sent", orders=len(batch), error=repr(exc)
-                )
+                raise
+            except Exception as exc:
+                written = await self._one_by_one(batch, exc)
+            if written is None:
                 return
-            for submission in batch:
+            for submission in written:
                 symbol = submission.order.symbol
                 send = asyncio.create_task(self._send_after(self._last_send.get(symbol), submission))
                 self._last_send[symbol] = send
                 self._sends.add(send)
                 send.add_done_callback(self._sent)
+
+    async def _one_by_one(self, batch: list[Submission], error: Exception) -> list[Submission] | None:
+        """A refused batch written again row by row: one row the database will not take (a bad
+        payload) must not keep a stop-loss in the same batch from leaving. Only the rows it
+        refuses are refused; if it refuses every one (the database is gone), submission fails:
+        None, and every queued order is refused unsent."""
+        written: list[Submission] = []
+        refused: list[Submission] = []
+        for submission in batch if len(batch) > 1 else []:
+            try:
+                await self.write_ahead([submission])
+            except asyncio.CancelledError as exc:
+                self._fail(exc, [s for s in batch if s not in written and s not in refused] + self._queue)
+                self._queue = []
+                raise
+            except Exception as exc:
+                log.error("write-ahead refused an order; not sent", client_order_id=submission.order.client_order_id,
+                          error=repr(exc))  # fmt: skip
+                refused.append(submission)
+                self.refuse(submission, exc)
+                self._answer(submission)
+            else:
+                written.append(submission)
+        if written:
+            return written
+        self._fail(error, [s for s in batch if s not in refused] + self._queue)
+        self._queue = []
+        log.error("write-ahead failed; nothing of the batch was sent", orders=len(batch), error=repr(error))
+        return None
 
     async def _send_after(self, previous: asyncio.Task[None] | None, submission: Submission) -> None:
         """Within a symbol, a request leaves only once the one before it was answered."""

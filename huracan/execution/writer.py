@@ -1,6 +1,7 @@
 """The journal's write-behind: every write after an order's first waits in line here.
 
-An order's first row is write-ahead (committed before its request leaves: Executor.place).
+An order's first row is write-ahead (committed before its request leaves: the outbox's batch,
+huracan/execution/submitter.py).
 Every later write (status changes, fills with their position and trade_memory rows) is a
 snapshot of the rows at that moment, queued and written in order by `flush()`. The venue is the
 source of what happened: if the process dies with writes in line, start-up reconciliation finds

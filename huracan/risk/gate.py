@@ -10,6 +10,7 @@ symbols on the venue), and the circuit breaker halts and, by default, flattens e
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Literal
@@ -161,9 +162,23 @@ class RiskGate:
             pnl_today=today + unrealised_today * rate,
             pnl_since_reset=self.realised_before_reset_window + session + unrealised * rate,
             working_entries=self.executor.symbols_with(side="buy"),
+            entry_notional=self._entry_notional(book.last_prices, rate),
             unresolved=self.executor.unresolved_symbols(),
             recent_orders_ms=self.executor.submits_since(now - RATE_WINDOW_MS),
         )
+
+    def _entry_notional(self, last_prices: Mapping[str, Decimal], rate: Decimal) -> dict[str, Decimal]:
+        """What each working entry still buys, in the account currency (Portfolio.entry_notional)."""
+        notional: dict[str, Decimal] = {}
+        for order in self.executor.orders.values():
+            if order.side == "buy" and not order.is_terminal:
+                price = order.limit_price or last_prices.get(order.symbol)
+                if price is None:
+                    approved = self.executor.approved.get(order.client_order_id)
+                    price = approved.intent.reference_price if approved is not None else Decimal(0)
+                value = order.remaining_quantity * price * rate
+                notional[order.symbol] = notional.get(order.symbol, Decimal(0)) + value
+        return notional
 
     def _realised_on(self, day: int) -> Decimal:
         """This session's realised PnL (account currency) of trades closed on trading day `day`,

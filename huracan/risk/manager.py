@@ -29,7 +29,8 @@ Entries (buys) pass every check below in order; the first failing one denies, wi
     number "invalid_size": a broken snapshot or intent is refused, never divided by);
 11. sizing, in the account currency: target = size_multiplier * normal_position, then
     a. the position cap ("position_cap"), b. the heat, the loss to the stops of every holding
-    plus this entry's stop_loss_bps of its notional, <= max_heat_pct of capital ("max_heat"),
+    and working entry plus this entry's stop_loss_bps of its notional, <= max_heat_pct of
+    capital ("max_heat"),
     c. quantity = target / quote_to_account / price floored to the lot step, at most the
        market's max_amount ("max_amount"),
     d. the market's minimum amount and notional ("below_minimum").
@@ -163,7 +164,11 @@ class RiskManager:
         return holding.quantity * max(last - stop, _ZERO) * portfolio.quote_to_account
 
     def heat(self, portfolio: Portfolio) -> Decimal:
-        return sum((self.holding_risk(h, portfolio) for h in portfolio.holdings.values()), _ZERO)
+        """The loss to the stops of every holding, and of every working entry once it fills
+        (its notional at the default stop distance)."""
+        held = sum((self.holding_risk(h, portfolio) for h in portfolio.holdings.values()), _ZERO)
+        entering = sum(portfolio.entry_notional.values(), _ZERO)
+        return held + entering * self.limits.stop_loss_bps / BPS
 
     def allowed_heat(self, portfolio: Portfolio) -> Decimal:
         return self.limits.max_heat_pct / 100 * portfolio.capital

@@ -47,6 +47,10 @@ class Portfolio:
     pnl_today: Decimal = Decimal(0)  # account currency, realised + unrealised since the day began
     pnl_since_reset: Decimal = Decimal(0)  # account currency, since the breaker was last reset
     working_entries: frozenset[str] = frozenset()  # symbols with an entry order working
+    # Account currency: what each working entry still buys (remaining quantity at its limit or
+    # the last price). Heat counts it: an entry on its way is risk to the stops once it fills,
+    # and a taker fill can land before the next intent is assessed.
+    entry_notional: Mapping[str, Decimal] = field(default_factory=dict)
     unresolved: frozenset[str] = frozenset()  # symbols with an order in UNKNOWN
     recent_orders_ms: tuple[int, ...] = ()  # submission times of recent orders (rate limit)
 
