@@ -194,14 +194,17 @@ class TradingService:
             self.marked_through = event.open_time_ms
             self._marked.notify_all()
         await asyncio.sleep(0)
+        exiting = executor.symbols_with(side="sell")  # an exit placed below is for its own symbol
         for symbol, candle in event.candles.items():
+            if symbol not in executor.book.positions or symbol in exiting:
+                continue
             reason = executor.book.exit_reason_on_bar(
                 symbol,
                 low=decimal_of(candle.low),
                 high=decimal_of(candle.high),
                 max_hold_bars=self.max_hold_bars,
             )
-            if reason is not None and symbol not in executor.symbols_with(side="sell"):
+            if reason is not None:
                 await gate.exit_position(symbol, reason, event.open_time_ms, decimal_of(candle.close))
         await gate.check_breaker()
         await gate.maintain_makers()
