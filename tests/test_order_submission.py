@@ -33,7 +33,7 @@ def submission(cid: str, symbol: str) -> Submission:
     order = ManagedOrder(cid, symbol, "buy", "market", Decimal(1), None, False, "entry")
     approved = ApprovedOrder(intent(AgentAction.ENTER_LONG_SMALL, BTC, 9_000), Decimal(1), "market", "entry")
     request = OrderRequest(symbol, "buy", "market", Decimal(1), cid)
-    return Submission(order, approved, {}, request, 0)
+    return Submission(order, approved, request, 0)
 
 
 class Recorder:

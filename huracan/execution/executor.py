@@ -148,13 +148,6 @@ class Executor:
         )
         order.created_ms = now
         transition(order, OrderEvent.SUBMIT)
-        payload: dict[str, Any] = {
-            **intent_json(intent),
-            "decided_ms": approved.decided_ms,
-            "reprices": approved.reprices,
-        }
-        if approved.entry is not None:
-            payload["entry"] = entry_context_json(approved.entry)
         self.orders[order.client_order_id] = order
         self.approved[order.client_order_id] = approved
         self.recent_submits.append(now)
@@ -174,11 +167,12 @@ class Executor:
             post_only=approved.post_only,
             reference_price=intent.reference_price,
         )
-        self.outbox.enqueue(Submission(order, approved, payload, request, now))
+        self.outbox.enqueue(Submission(order, approved, request, now))
         return order
 
     async def _write_ahead(self, batch: Sequence[Submission]) -> None:
-        await self.journal.open_orders([(s.order, s.payload, s.at_ms) for s in batch])
+        # The rows' intent column is built here, behind the gate, not in place().
+        await self.journal.open_orders([(s.order, _intent_payload(s.approved), s.at_ms) for s in batch])
         for s in batch:
             position = self.book.positions.get(s.order.symbol)
             if s.order.side == "sell" and position is not None and s.order.client_order_id in self.orders:
@@ -282,11 +276,11 @@ class Executor:
         asked in the order they were placed (an entry's fills before its exit's)."""
         # An order on its way is left alone: its answer brings its news.
         orders = [o for o in self.orders.values() if not self.outbox.in_flight(o.client_order_id)]
+        if self.venue.local:
+            return await self._sync_symbol(orders)
         by_symbol: dict[str, list[ManagedOrder]] = {}
         for order in orders:
             by_symbol.setdefault(order.symbol, []).append(order)
-        if self.venue.local or len(by_symbol) < 2:
-            return await self._sync_symbol(orders)
         found = await asyncio.gather(*map(self._sync_symbol, by_symbol.values()), return_exceptions=True)
         for outcome in found:  # raised once all are done: none goes on behind the caller's back
             if isinstance(outcome, BaseException):
@@ -495,3 +489,12 @@ class Executor:
                 position.exit_reason = None  # the exit ended without closing it: rules may exit again
             if approved is not None and order.post_only:  # the maker logic may replace it
                 self.finished[order.client_order_id] = approved
+
+
+def _intent_payload(approved: ApprovedOrder) -> dict[str, Any]:
+    """The write-ahead row's intent column: the intent as approved, and its entry context."""
+    payload: dict[str, Any] = {**intent_json(approved.intent), "decided_ms": approved.decided_ms}
+    payload["reprices"] = approved.reprices
+    if approved.entry is not None:
+        payload["entry"] = entry_context_json(approved.entry)
+    return payload

@@ -29,7 +29,6 @@ import contextvars
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from huracan.exchange.models import OrderRequest
 from huracan.execution.approval import ApprovedOrder
@@ -49,8 +48,7 @@ class OrderSubmissionFailed(RuntimeError):
 @dataclass(frozen=True, slots=True)
 class Submission:
     order: ManagedOrder  # registered with the executor, PENDING_SUBMIT, not yet written
-    approved: ApprovedOrder
-    payload: dict[str, Any]  # the write-ahead row's intent column
+    approved: ApprovedOrder  # what the write-ahead row records as its intent
     request: OrderRequest
     at_ms: int
 
