@@ -136,9 +136,6 @@ class DecisionService:
         # The decision step's buffers, reused bar after bar (nothing handed out points into them).
         n = len(self.symbols)
         self._symbol_of: dict[float, str] = dict(enumerate(self.symbols))
-        self._present_flags = bytearray(n)  # which symbols have a bar: plain item stores
-        self._present: npt.NDArray[np.bool_] = np.frombuffer(self._present_flags, dtype=np.bool_)
-        self._none_present = bytes(n)
         self._members: dict[frozenset[str], npt.NDArray[np.bool_]] = {}
         self._chosen = np.empty(n, dtype=np.int64)
         self._no_memory = np.zeros((n, PATTERN_MEMORY_WIDTH))
@@ -149,7 +146,7 @@ class DecisionService:
         self._bars_per_day = DAY_MS / self.step_ms
         self._intent_keys: dict[str, dict[AgentAction, str]] = {}
         # Load (or compile) the compiled steps now, on arguments of the types the bars pass.
-        eligible_rows(self.features.rows, self._present, self._present, self._chosen)
+        eligible_rows(self.features.rows, self.features.present, self.features.present, self._chosen)
         self._context(PositionSnapshot.flat(n), self._no_memory)
 
     async def run(self, ctx: ServiceContext) -> None:
@@ -266,12 +263,6 @@ class DecisionService:
         self._barred.clear()
         if not deciders:
             return []
-        present, index = self._present_flags, self._index
-        present[:] = self._none_present
-        for symbol in event.candles:
-            i = index.get(symbol)
-            if i is not None:
-                present[i] = 1
         # As known at the bar's close: in a replay the memory may hold later trades of earlier runs.
         # Zeros for a model that never trained on the pattern memory's figures (and no search
         # when no deciding model reads them).
@@ -285,7 +276,8 @@ class DecisionService:
         )
         intents: list[OrderIntent] = []
         for runner, symbols, shadow in deciders:
-            n, cold = eligible_rows(rows, self._present, self._members_of(symbols), self._chosen)
+            # The symbols with a bar are those the feature push advanced.
+            n, cold = eligible_rows(rows, self.features.present, self._members_of(symbols), self._chosen)
             self.stats.cold += cold
             if not n:
                 continue

@@ -67,6 +67,11 @@ class IncrementalFeatures:
         derive_all(np.full((_FIELDS, 1), np.nan), np.full(1, np.nan), np.empty((DERIVED_ROWS, 1)))
 
     @property
+    def present(self) -> npt.NDArray[np.bool_]:
+        """[S] which symbols had a bar in the last push (a view, rewritten by the next push)."""
+        return self._present
+
+    @property
     def warm_mask(self) -> npt.NDArray[np.bool_]:
         """Symbols whose current row is complete (every window inside their history)."""
         return np.asarray(np.isfinite(self.rows).all(axis=1))
