@@ -3,8 +3,9 @@
 1. Latency, 20 symbols: the daemon's decision step and trading task as wired by
    `trading_services` (DecisionService; TradingService with RiskGate, Executor, SimulatedVenue,
    OrderJournal) run as asyncio tasks. Per bar time the bench stores the 20 bars and publishes one
-   CandleClosed on the candle topic, as the ingest does, then waits until the trading task is
-   done with it. Timed from the publish: the approved order at the executor (`Executor.place`
+   CandleClosed on the candle topic, as the ingest does (with the next bar's opens, which the
+   venue shows forming: the simulated venue fills the bar's market orders at them before the
+   next bar closes), then waits until the trading task is done with it. Timed from the publish: the approved order at the executor (`Executor.place`
    entered, after the gate) and to the venue (just before `create_order`, after the journal's
    write-ahead), first and last order the decision step asked for in the bar; bars without one are
    not counted. The engine's own orders (stop-loss, take-profit, time exits, maker re-prices) reach
@@ -210,12 +211,14 @@ async def latency_run(config: HuracanConfig, pool: asyncpg.Pool, data: Streams, 
         for i in range(PRIME_BARS, len(times)):
             open_ms = int(times[i])
             candles = {s: data[s].candle(i) for s in symbols}
+            # As the ingest publishes a bar: with the next bar's open, which the venue shows forming.
+            opens = {s: float(data[s].open[i + 1]) for s in symbols} if i + 1 < len(times) else {}
             await clock.sleep_until(open_ms + STEP_MS)
             await store.write(list(candles.values()))  # as the ingest: stored, then published
             probe.done.clear()
             watching = await watch_bar(probe, tasks)
             probe.begin(open_ms)
-            await ingest.topic.publish(CandleClosed(TIMEFRAME, open_ms, candles))
+            await ingest.topic.publish(CandleClosed(TIMEFRAME, open_ms, candles, next_opens=opens))
             await watching
             published += 1
             if published > WARM_BARS and any(p.decided for p in probe.bars[-1].placements):

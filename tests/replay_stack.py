@@ -143,9 +143,12 @@ class Replay:
     venue: SimulatedVenue
     service: TradingService
     ctx: ServiceContext
+    next_opens: bool = False  # each bar comes with the next bar's open, as the ingest gives it
 
     @classmethod
-    def build(cls, config: HuracanConfig, pool: asyncpg.Pool, *, start: int) -> Replay:
+    def build(
+        cls, config: HuracanConfig, pool: asyncpg.Pool, *, start: int, next_opens: bool = False
+    ) -> Replay:
         """A trading service over a fresh simulated venue; the clock at bar `start`'s open (the
         close of the bar before it)."""
         symbols = tuple(config.universe.symbols)
@@ -169,7 +172,7 @@ class Replay:
             intents=intents,
         )
         ctx = ServiceContext("trade", RunningConfig(config), asyncio.Event(), Liveness())
-        return cls(config, pool, symbols, clock, venue, service, ctx)
+        return cls(config, pool, symbols, clock, venue, service, ctx, next_opens)
 
     async def start(self) -> None:
         """As TradingService.run starts (replay's earlier-session clean-up aside)."""
@@ -184,7 +187,13 @@ class Replay:
         opened = open_ms(self.symbols[0], index)
         assert all(open_ms(s, index) == opened for s in self.symbols)
         self.clock.now = opened + STEP
-        event = CandleClosed("5m", opened, {s: series_of(s).candle(index) for s in self.symbols})
+        following = index + 1 < len(series_of(self.symbols[0]))
+        opens = {
+            s: float(series_of(s).open[index + 1]) for s in self.symbols if self.next_opens and following
+        }
+        event = CandleClosed(
+            "5m", opened, {s: series_of(s).candle(index) for s in self.symbols}, next_opens=opens
+        )
         handling = asyncio.create_task(self.service.on_bar(event, self.ctx))
         ready = asyncio.create_task(self.service.positions_ready(opened))
         done, _ = await asyncio.wait({handling, ready}, timeout=BAR_TIMEOUT_S, return_when="FIRST_COMPLETED")

@@ -156,6 +156,28 @@ async def test_ohlcv_pages_through_and_equals_the_file(
     assert [c.open_time_ms for c in window] == [since + k * FIVE_MIN for k in (10, 11, 12)]
 
 
+@pytest.mark.parametrize("forming", [True, False])
+async def test_the_forming_bar_gives_its_open_and_is_not_a_candle(data_dir: Path, forming: bool) -> None:
+    """Binance's klines end with the bar still forming: its open is the next bar's open the
+    simulated venue fills market orders at (CandleClosed.next_opens); it is never a closed bar."""
+    series = read_candle_file(data_dir / "binance_BTC-USDT_5m.csv")
+    opened = first_bar_ms(data_dir) + START_BAR * FIVE_MIN  # market time: this bar has just opened
+    config = EmulatorConfig(data_dir=data_dir, start_time_ms=opened, forming_bar=forming)
+    emulator = await start_emulator(config)
+    try:
+        now = opened + 2_000  # as the ingest asks: a moment after the close
+        async with ExchangeAdapter(settings_for(emulator), now_ms=lambda: now) as adapter:
+            candles = await adapter.fetch_ohlcv(SYMBOL, "5m", opened - 3 * FIVE_MIN, now)
+            assert [c.open_time_ms for c in candles] == [opened - k * FIVE_MIN for k in (3, 2, 1)]
+            assert candles[-1] == series.candle(START_BAR - 1)
+            expected = float(series.open[START_BAR]) if forming else None
+            assert adapter.opening_price(SYMBOL, "5m", opened) == expected
+            assert adapter.opening_price(SYMBOL, "5m", opened + FIVE_MIN) is None
+            assert adapter.opening_price(SYMBOL, "1h", opened) is None
+    finally:
+        await emulator.close()
+
+
 async def test_ticker_book_and_balances(adapter: ExchangeAdapter) -> None:
     ticker = await adapter.fetch_ticker(SYMBOL)
     book = await adapter.fetch_top_of_book(SYMBOL)

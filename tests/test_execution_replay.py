@@ -87,9 +87,9 @@ def reference_return_bps(buy: Fill, sell: Fill) -> float:
     return (sell.price * sell.quantity - sell.fee - entry_notional - buy.fee) / entry_notional * 1e4
 
 
-@pytest.mark.parametrize("seed", [7, 2024])
+@pytest.mark.parametrize(("seed", "next_opens"), [(7, False), (2024, False), (7, True)])
 async def test_taker_path_fills_and_trade_returns_equal_the_training_reference(
-    db_pool: asyncpg.Pool, seed: int
+    db_pool: asyncpg.Pool, seed: int, next_opens: bool
 ) -> None:
     rng = random.Random(seed)
     series = series_of(BTC)
@@ -111,19 +111,19 @@ async def test_taker_path_fills_and_trade_returns_equal_the_training_reference(
     assert reference.end == "episode_end"
     assert len(reference.fills) >= 20, "the seed makes too few trades to compare"
 
-    replay = Replay.build(config, db_pool, start=start)
+    replay = Replay.build(config, db_pool, start=start, next_opens=next_opens)
     await replay.start()
     for step in range(count + 1):
         index = start + step
 
         def decide(i: int, step: int = step) -> Sequence[OrderIntent]:
+            # When step k is decided the book holds what the env holds at step k.
+            assert (BTC in replay.book_positions) == reference.bars[step].has_position, f"bar {i}"
             if step == count or actions[step] not in (*ENTRY_ACTIONS, AgentAction.EXIT_POSITION):
                 return ()
             return (intent(actions[step], BTC, i),)
 
         await replay.bar(index, decide)
-        # After bar start+k the book holds what the env holds after step k.
-        assert (BTC in replay.book_positions) == reference.bars[step].has_position, f"bar {index}"
 
     gate = replay.service.gate
     assert gate.stats.denied == {}

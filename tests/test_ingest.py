@@ -84,6 +84,9 @@ class CorruptingVenue:
             for b in bars
         ]
 
+    def opening_price(self, symbol: str, timeframe: str, open_time_ms: int) -> float | None:
+        return self.venue.opening_price(symbol, timeframe, open_time_ms)
+
 
 async def test_a_bad_bar_is_counted_not_stored_and_does_not_stop_ingestion(db_pool: asyncpg.Pool) -> None:
     venue = ReplayVenue.from_directory(DATA, SYMBOLS, "5m", backfill_days=1)

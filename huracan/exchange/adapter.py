@@ -161,6 +161,8 @@ class ExchangeAdapter:
         self._sleep = sleep
         self._now_ms = now_ms
         self._markets: dict[str, MarketRules] = {}
+        # The forming bar's (open time, open) by (symbol, timeframe), from the last fetch_ohlcv.
+        self._forming: dict[tuple[str, str], tuple[int, float]] = {}
 
     async def __aenter__(self) -> ExchangeAdapter:
         return self
@@ -247,6 +249,8 @@ class ExchangeAdapter:
             for candle in candles:
                 if since_ms <= candle.open_time_ms < until_ms and candle.open_time_ms <= closed_by:
                     bars[candle.open_time_ms] = candle
+                elif closed_by < candle.open_time_ms <= closed_by + step:  # still forming: its open is final
+                    self._forming[(symbol, timeframe)] = (candle.open_time_ms, candle.open)
             # A bar dated past the window (a hostile one far in the future) must not move the next
             # page past the bars still to fetch.
             newest = max((c.open_time_ms for c in candles if c.open_time_ms < until_ms), default=None)
@@ -254,6 +258,12 @@ class ExchangeAdapter:
                 break
             since = newest + step
         return [bars[t] for t in sorted(bars)]
+
+    def opening_price(self, symbol: str, timeframe: str, open_time_ms: int) -> float | None:
+        """The open of the bar opening at `open_time_ms`, if the last fetch_ohlcv of the symbol
+        saw it forming (no request of its own)."""
+        seen = self._forming.get((symbol, timeframe))
+        return seen[1] if seen is not None and seen[0] == open_time_ms else None
 
     def _candles(self, symbol: str, timeframe: str, rows: Any) -> list[Candle]:
         """ccxt's rows as Candles. A price or volume ccxt could not read (None) becomes NaN, so
@@ -278,22 +288,10 @@ class ExchangeAdapter:
         return candles
 
     def _candle(self, symbol: str, timeframe: str, row: Any) -> Candle:
-        def number(value: Any) -> float:
-            return (
-                float(value) if isinstance(value, int | float) and not isinstance(value, bool) else math.nan
-            )
-
-        return Candle(
-            self.exchange_id,
-            symbol,
-            timeframe,
-            int(row[0]),
-            number(row[1]),
-            number(row[2]),
-            number(row[3]),
-            number(row[4]),
-            number(row[5]),
-        )
+        numbers = [
+            v if isinstance(v, int | float) and not isinstance(v, bool) else math.nan for v in row[1:6]
+        ]
+        return Candle(self.exchange_id, symbol, timeframe, int(row[0]), *map(float, numbers))
 
     async def fetch_ticker(self, symbol: str) -> Ticker:
         async def fetch() -> Ticker:

@@ -89,3 +89,14 @@ class ReplayVenue:
         closed_before = min(until_ms, self.clock.now_ms() - self.step_ms + 1)
         lo, hi = np.searchsorted(series.open_time_ms, [since_ms, closed_before])
         return [series.candle(i) for i in range(lo, hi)]
+
+    def opening_price(self, symbol: str, timeframe: str, open_time_ms: int) -> float | None:
+        """The open of the bar opening at `open_time_ms`, once the clock has reached it (a live
+        venue's forming bar shows its open from its first trade on); None before, or without one."""
+        series = self.series.get(symbol)
+        if series is None or timeframe != self.timeframe or open_time_ms > self.clock.now_ms():
+            return None
+        i = int(np.searchsorted(series.open_time_ms, open_time_ms))
+        if i >= len(series) or int(series.open_time_ms[i]) != open_time_ms:
+            return None
+        return float(series.open[i])

@@ -19,6 +19,9 @@ Taker rules (the training environment's, huracan/rl/env.py and huracan/rl/refere
   which is at least as good as its limit. The check is made on every bar it works through:
   the model has no book between bars, so an order that a bar opens through is treated as
   meeting that open, whether it arrived just before the bar or rested from earlier bars.
+- Taker fills need the bar's open alone: fill_at_open gives them as soon as the open is known,
+  before the bar closes (shadow and replay learn it from the venue's forming bar), and
+  fill_on_bar gives the same fills when the bar's first news is its close.
 
 Maker rules (the same in spirit as the exchange emulator, huracan/testing/emulator/matching.py):
 
@@ -67,6 +70,7 @@ __all__ = [
     "SimFill",
     "SimOrder",
     "fee",
+    "fill_at_open",
     "fill_on_bar",
     "post_only_would_cross",
     "synthetic_top_of_book",
@@ -256,6 +260,37 @@ def _trades_through(order: SimOrder, bar: Bar) -> bool:
     return bar.low < order.limit_price if order.side == "buy" else bar.high > order.limit_price
 
 
+def _taker_fill(order: SimOrder, opened_ms: int, open_price: Decimal, costs: FillCosts) -> SimFill | None:
+    """The fill of a market order, or of a limit that is not post-only and is marketable at the
+    open, at the open's taker price; None for an order that rests."""
+    at_open = taker_price(order.side, open_price, costs)
+    if order.order_type != "market" and not _marketable_at_open(order, at_open):
+        return None
+    fee_quote = fee(at_open * order.quantity, costs.taker_fee_bps)
+    return SimFill(order.client_order_id, at_open, order.quantity, fee_quote, "taker", opened_ms)
+
+
+def fill_at_open(
+    orders: Sequence[SimOrder], opened_ms: int, open_price: Decimal, costs: FillCosts
+) -> list[SimFill]:
+    """The taker fills of a bar that has only opened: what fill_on_bar gives these orders at the
+    open, which needs nothing else of the bar. The orders it leaves (resting limits, post-only
+    or not marketable) are the bar's to fill once it closes; taker fills do not use up the bar's
+    volume share, so taking them first changes no fill."""
+    fills: list[SimFill] = []
+    for order in orders:
+        if (
+            order.placed_ms > opened_ms
+            or order.quantity <= 0
+            or (order.post_only and order.order_type == "limit")
+        ):
+            continue
+        taken = _taker_fill(order, opened_ms, open_price, costs)
+        if taken is not None:
+            fills.append(taken)
+    return fills
+
+
 def fill_on_bar(orders: Sequence[SimOrder], bar: Bar, costs: FillCosts) -> list[SimFill]:
     """The fills `bar` gives the working `orders` (in time priority: the sequence's order).
 
@@ -272,18 +307,9 @@ def fill_on_bar(orders: Sequence[SimOrder], bar: Bar, costs: FillCosts) -> list[
             continue
         # A post-only order never takes, so its taker price is never needed.
         if order.order_type == "market" or not order.post_only:
-            at_open = taker_price(order.side, bar.open, costs)
-            if order.order_type == "market" or _marketable_at_open(order, at_open):
-                fills.append(
-                    SimFill(
-                        order.client_order_id,
-                        at_open,
-                        order.quantity,
-                        fee(at_open * order.quantity, costs.taker_fee_bps),
-                        "taker",
-                        opened_ms,
-                    )
-                )
+            taken = _taker_fill(order, opened_ms, bar.open, costs)
+            if taken is not None:
+                fills.append(taken)
                 continue
         if maker_budget is None:
             maker_budget = costs.max_volume_share * bar.volume

@@ -1,7 +1,8 @@
 """The trading task: the risk gate's loop over bars and intents, in bar order.
 
 For each closed bar t:
-1. the venue's fills for bar t (simulated: the fill model on bar t; live: the venue is asked),
+1. the venue's fills for bar t (simulated: the fill model on bar t, for what step 5 of bar t-1
+   left; live: the venue is asked),
 2. the position book marked at t's close, and the decision step let go on bar t (it waits for
    this step, so its context is current; it normally runs before 3, which is only CPU work on
    the simulated venue, whose fills come with the next bar),
@@ -9,7 +10,10 @@ For each closed bar t:
    entries re-priced or given up,
 4. the decision step's intents for bar t taken off the intent queue, through the gate, until its
    BarDecided(t) marker,
-5. the bar's orders answered and its writes in the journal (Executor.flush): only then does bar
+5. shadow and replay, where bar t+1's open came with bar t (CandleClosed.next_opens): the bar's
+   market orders fill at that open now, as a live venue fills them at once, and not on bar
+   t+1's path from its close to the decision (the same fills, the same book at t+1's close),
+6. the bar's orders answered and its writes in the journal (Executor.flush): only then does bar
    t+1 begin, so a market order decided on t's close fills at t+1's open, as in training.
 
 The gate never waits for a round trip: approved orders are registered at once and written ahead
@@ -212,10 +216,24 @@ class TradingService:
             self.simulated.forget_closed()
         if not stopping:
             await self._take_decisions(event.open_time_ms, ctx)
+        if self.simulated is not None and event.next_opens:
+            await self._fill_at_next_open(event, self.simulated)
         await executor.flush()
         async with self._traded:
             self.traded_through = event.open_time_ms
             self._traded.notify_all()
+
+    async def _fill_at_next_open(self, event: CandleClosed, venue: SimulatedVenue) -> None:
+        """The next bar has opened: the simulated venue fills what takes at its open, and the
+        book has those fills before the bar closes. The book's day moves first to the next
+        bar's, as its on_bar would move it before taking these fills."""
+        executor = self.executor
+        await executor.flush()  # every order of the bar has reached the venue (and its failure surfaces)
+        opened = event.open_time_ms + self.step_ms
+        executor.book.new_day(trading_day(opened + self.step_ms, self.gate.timezone))
+        for symbol, price in event.next_opens.items():
+            venue.on_open(symbol, opened, price)
+        await executor.sync()
 
     async def bar_traded(self, open_time_ms: int) -> None:
         """For a replay's ingest: returns once bar `open_time_ms` has been traded (its fills,

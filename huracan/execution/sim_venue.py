@@ -4,7 +4,9 @@ in memory, with fills from the fill model as each bar closes.
 The executor cannot tell it from the live adapter (same methods, same types, same errors), so
 replay, shadow and live run one order path. Orders wait for the next bar: a market order placed
 after bar t closed fills at bar t+1's open, as the training environment's rules say; resting
-limits fill when a later bar trades through them (huracan/execution/fill_model.py).
+limits fill when a later bar trades through them (huracan/execution/fill_model.py). The market
+order fills as soon as that open is known (on_open: the venue's forming bar, as ingestion sees
+it), as a live venue fills it at once; without it, when bar t+1 closes (on_bar). Same fills.
 
 A bar's candles are handled between the candle close and the decision, so the venue keeps what
 they need at hand: open orders indexed by symbol (a candle of a symbol without one costs a dict
@@ -38,7 +40,9 @@ from huracan.exchange.models import (
 from huracan.execution.fill_model import (
     CandleBar,
     FillCosts,
+    SimFill,
     SimOrder,
+    fill_at_open,
     fill_on_bar,
     post_only_would_cross,
     synthetic_top_of_book,
@@ -115,11 +119,23 @@ class SimulatedVenue:
         bid, ask = synthetic_top_of_book(close, self.costs)
         return TopOfBook(symbol, self.now_ms(), bid, Decimal(0), ask, Decimal(0))
 
+    def on_open(self, symbol: str, open_time_ms: int, price: float) -> list[Trade]:
+        """The bar of `symbol` opening at `open_time_ms` has opened at `price`: the orders that
+        take at the open fill now (fill_at_open), the others wait for the bar's close."""
+        working = self._open.get(symbol)
+        if not working:
+            return []
+        orders = [s.working for s in working.values()]
+        return self._record(symbol, fill_at_open(orders, open_time_ms, decimal_of(price), self.costs))
+
     def on_bar(self, candle: Candle) -> list[Trade]:
         """A closed bar of `candle.symbol`: fill what it fills, then remember its close."""
         symbol = candle.symbol
         working = self._open.get(symbol)
-        trades = self._fill(symbol, list(working.values()), candle) if working else []
+        trades: list[Trade] = []
+        if working:
+            orders = [s.working for s in working.values()]
+            trades = self._record(symbol, fill_on_bar(orders, CandleBar(candle), self.costs))
         self._last_close_float[symbol] = candle.close
         bar_ms = self._bar_ms.get(candle.timeframe)
         if bar_ms is None:
@@ -127,10 +143,11 @@ class SimulatedVenue:
         self._market_ms = max(self._market_ms, candle.open_time_ms + bar_ms)
         return trades
 
-    def _fill(self, symbol: str, working: list[_SimOrder], candle: Candle) -> list[Trade]:
+    def _record(self, symbol: str, fills: list[SimFill]) -> list[Trade]:
+        """The fill model's fills as the venue's trades, on the market's lot step."""
         trades: list[Trade] = []
         step = self.markets[symbol].amount_step
-        for fill in fill_on_bar([s.working for s in working], CandleBar(candle), self.costs):
+        for fill in fills:
             # A share of the bar's volume is rarely a whole number of lots; the venue's fills
             # are, and what is left must be an amount it would take. The fee follows the
             # quantity, by this expression even when nothing was cut: fee * q / q can differ

@@ -6,7 +6,8 @@ published once, for all symbols together (the agent decides on one batch per bar
     start-up:  for each symbol, fetch from the last stored bar (or backfill_days back) to now,
                then repair the gaps found in the stored window
     each bar:  wait for the bar's close (+ a small delay for the venue to settle), fetch what is
-               new for every symbol at once, validate, store, publish CandleClosed
+               new for every symbol at once, validate, store, publish CandleClosed (with the
+               next bar's open where the venue showed that bar forming)
 
 A rejected bar is counted, logged with its reason and never stored; it never stops the task.
 """
@@ -14,8 +15,9 @@ A rejected bar is counted, logged with its reason and never stored; it never sto
 from __future__ import annotations
 
 import asyncio
+import math
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -45,6 +47,10 @@ class CandleSource(Protocol):
     async def fetch_ohlcv(
         self, symbol: str, timeframe: str, since_ms: int, until_ms: int
     ) -> list[Candle]: ...
+
+    def opening_price(self, symbol: str, timeframe: str, open_time_ms: int) -> float | None:
+        """The open of the bar opening at open_time_ms, where the venue showed it forming."""
+        ...
 
 
 @dataclass(slots=True)
@@ -227,14 +233,17 @@ class CandleIngest:
             for bar in bars:
                 by_time.setdefault(bar.open_time_ms, {})[symbol] = bar
         events = []
-        for open_time in sorted(by_time):
+        times = sorted(by_time)
+        for k, open_time in enumerate(times):
             candles = by_time[open_time]
             missing = tuple(s for s in self.plan.symbols if s not in candles)
             if missing:
                 log.warning(
                     "bar published without some symbols", open_time_ms=open_time, missing=list(missing)
                 )
-            event = CandleClosed(self.plan.timeframe, open_time, candles, missing)
+            following = by_time.get(times[k + 1]) if k + 1 < len(times) else None
+            next_opens = self._next_opens(open_time + self.step_ms, candles, following)
+            event = CandleClosed(self.plan.timeframe, open_time, candles, missing, next_opens)
             await self.topic.publish(event)
             self.stats.published += 1
             events.append(event)
@@ -245,6 +254,23 @@ class CandleIngest:
                 except TimeoutError:  # a crashed consumer must not hold the replay for ever
                     log.warning("bar not traded in time; the replay goes on", open_time_ms=open_time)
         return events
+
+    def _next_opens(
+        self, opened_ms: int, candles: Mapping[str, Candle], following: Mapping[str, Candle] | None
+    ) -> dict[str, float]:
+        """The open of the bar after this one, by symbol: from the next bar of this batch, else
+        from the bar the venue showed forming. Only a positive finite price; a symbol without
+        one has its market orders filled when that bar closes."""
+        opens: dict[str, float] = {}
+        for symbol in candles:
+            bar = following.get(symbol) if following is not None else None
+            if bar is not None:
+                price: float | None = bar.open if bar.open_time_ms == opened_ms else None
+            else:
+                price = self.source.opening_price(symbol, self.plan.timeframe, opened_ms)
+            if price is not None and math.isfinite(price) and price > 0:
+                opens[symbol] = price
+        return opens
 
     # --- validation and storage ----------------------------------------------------------------
     def _take(self, symbol: str, fetched: Sequence[Candle], now: int) -> list[Candle]:

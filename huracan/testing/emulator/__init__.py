@@ -111,6 +111,8 @@ class EmulatorConfig:
     taker_fee: Decimal = Decimal("0.001")
     max_fill_share: Decimal = Decimal("0.1")  # of a bar's volume that resting orders may fill
     spread_bps: Decimal = Decimal(4)
+    # Klines end with the bar still forming, as Binance's do (shown at its first trade: the open).
+    forming_bar: bool = False
 
 
 class RunningEmulator:
@@ -195,6 +197,7 @@ async def start_emulator(config: EmulatorConfig, host: str = "127.0.0.1", port: 
         api_key=config.api_key,
         api_secret=config.api_secret,
         spread_bps=config.spread_bps,
+        forming_bar=config.forming_bar,
     )
     runner = web.AppRunner(Routes(state).build(), access_log=None, shutdown_timeout=1.0)
     await runner.setup()

@@ -113,9 +113,15 @@ class SymbolCandles:
         start_ms: int | None,
         end_ms: int | None,
         limit: int,
+        *,
+        forming: bool = False,
     ) -> list[list[object]]:
-        """Binance's /api/v3/klines rows among the bars closed at `now_ms`."""
+        """Binance's /api/v3/klines rows among the bars closed at `now_ms`, and with `forming`
+        the bar opened at or before it and not closed, as it stands at its first trade (its
+        open; nothing traded yet: the emulator has no trades inside a bar)."""
         closed = self.closed_count(series, now_ms)
+        if forming and closed < len(series) and int(series.open_time_ms[closed]) <= now_ms:
+            closed += 1  # read as closed below, then shown as forming
         times = series.open_time_ms[:closed]
         lo = 0 if start_ms is None else int(np.searchsorted(times, start_ms, side="left"))
         hi = closed if end_ms is None else int(np.searchsorted(times, end_ms, side="right"))
@@ -125,15 +131,16 @@ class SymbolCandles:
         step = timeframe_ms(series.timeframe)
         rows: list[list[object]] = []
         for i in range(lo, max(lo, hi)):
-            close = decimal_of(series.close[i])
-            volume = decimal_of(series.volume[i])
+            at_open = int(times[i]) + step > now_ms
+            close = decimal_of(series.open[i] if at_open else series.close[i])
+            volume = Decimal(0) if at_open else decimal_of(series.volume[i])
             quote_volume = (volume * close).quantize(Decimal("0.00000001"))
             rows.append(
                 [
                     int(times[i]),
                     decimal_text(series.open[i]),
-                    decimal_text(series.high[i]),
-                    decimal_text(series.low[i]),
+                    decimal_text(close if at_open else series.high[i]),
+                    decimal_text(close if at_open else series.low[i]),
                     decimal_text(close),
                     decimal_text(volume),
                     int(times[i]) + step - 1,

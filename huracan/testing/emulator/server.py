@@ -49,6 +49,7 @@ class EmulatorState:
     api_key: str
     api_secret: str
     spread_bps: Decimal = Decimal(4)
+    forming_bar: bool = False  # EmulatorConfig.forming_bar
     closing: asyncio.Event = field(default_factory=asyncio.Event)
     history: dict[tuple[str, str], deque[str]] = field(default_factory=dict)
     updates: int = 0
@@ -321,8 +322,9 @@ class Routes:
         if series is None:
             raise OrderRejected(-1120, "Invalid interval.")
         limit = min(max(_int(params, "limit") or 500, 1), 1000)
+        start, end = _int(params, "startTime"), _int(params, "endTime")
         return candles.klines(
-            series, self.state.clock.now_ms, _int(params, "startTime"), _int(params, "endTime"), limit
+            series, self.state.clock.now_ms, start, end, limit, forming=self.state.forming_bar
         )
 
     async def depth(self, request: web.Request, params: dict[str, str]) -> Any:
