@@ -95,3 +95,49 @@ def test_the_kept_equity_is_the_fresh_one_after_any_sequence(
         assert b.equity_quote() == fresh_equity(b)
     b.clear()
     assert b.equity_quote() == b.capital_quote
+
+
+# --- exit rules on a bar's floats ---------------------------------------------------------------
+
+# A venue's price: up to 15 significant digits (decimal_of's promise), here 1e-8 .. 1e7.
+prices = st.builds(
+    lambda digits, exponent: Decimal(digits).scaleb(exponent),
+    st.integers(1, 10**15 - 1),
+    st.integers(-23, -8),
+).filter(lambda d: Decimal("1e-8") <= d <= Decimal("1e7"))
+
+
+@settings(max_examples=2_000, deadline=None)
+@given(
+    low=prices,
+    high=prices,
+    entry_price=prices,
+    nudge=st.sampled_from([None, *((k, d) for k in (-1, 0, 1) for d in (14, 20))]),
+    hold=st.integers(0, 3),
+)
+def test_exit_rules_on_the_candles_floats_are_the_exact_decimals(
+    low: Decimal, high: Decimal, entry_price: Decimal, nudge: tuple[int, int] | None, hold: int
+) -> None:
+    """The bar's low and high arrive as floats; the rules decide on the decimals they stand for,
+    also when a price sits on the stop or the target, or closer to it than floats can tell."""
+    b = book()
+    b.apply_buy(
+        "X", price=entry_price, quantity=Decimal(1), fee_quote=Decimal(0), fee_base=Decimal(0),
+        time_ms=0, entry=entry(entry_price), amount_step=STEP,
+    )  # fmt: skip
+    position = b.positions["X"]
+    assert position.stop_price is not None
+    assert position.take_profit_price is not None
+    if nudge is not None:  # the stop and the target on the bar's low and high, or a hair beside
+        k, digits = nudge  # 1e-20 apart: the same float, but not the same decimal
+        position.stop_price = low * (1 + k * Decimal(10) ** -digits)
+        position.take_profit_price = high * (1 - k * Decimal(10) ** -digits)
+    position.hold_bars = hold
+    got = b.exit_reason_on_bar("X", low=float(low), high=float(high), max_hold_bars=2)
+    if low <= position.stop_price:
+        want: str | None = "stop_loss"
+    elif high >= position.take_profit_price:
+        want = "take_profit"
+    else:
+        want = "time_exit" if hold >= 2 else None
+    assert got == want

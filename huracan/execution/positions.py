@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from huracan.agent.positions import PositionSnapshot
+from huracan.core.numbers import decimal_of
 from huracan.risk.portfolio import Holding
 
 BPS = Decimal(10_000)
@@ -131,6 +132,21 @@ class DayTally:
     realised_quote: Decimal = Decimal(0)
     trades: int = 0
     wins: int = 0
+
+
+def _at_or_beyond(price: float, level: Decimal, direction: int) -> bool:
+    """Whether decimal_of(price) is at `level` or beyond it (direction -1: below, 1: above).
+    Most bars end far from a position's stop and target: floats, 1e-16 apart from the exact
+    values, settle those without making the price exact (a bar's checks sit between its close
+    and the decision); within 1e-12 of the level the exact decimals decide."""
+    distance = (price - float(level)) * direction
+    margin = 1e-12 * abs(price)
+    if distance > margin:
+        return True
+    if distance < -margin:
+        return False
+    exact = decimal_of(price)
+    return exact >= level if direction > 0 else exact <= level
 
 
 def floor_to_step(quantity: Decimal, step: Decimal) -> Decimal:
@@ -277,16 +293,15 @@ class PositionBook:
         peak = self.peak_equity_quote
         self.max_drawdown = max(self.max_drawdown, float((peak - equity) / peak) if peak > 0 else 0.0)
 
-    def exit_reason_on_bar(
-        self, symbol: str, *, low: Decimal, high: Decimal, max_hold_bars: int
-    ) -> str | None:
-        """The exit rule this bar triggers for `symbol`'s position, if any (see the module doc)."""
+    def exit_reason_on_bar(self, symbol: str, *, low: float, high: float, max_hold_bars: int) -> str | None:
+        """The exit rule this bar triggers for `symbol`'s position, if any (see the module doc).
+        `low` and `high` as the candle has them: compared as the decimals the venue sent."""
         position = self.positions.get(symbol)
         if position is None or position.exit_reason is not None:
             return None
-        if position.stop_price is not None and low <= position.stop_price:
+        if position.stop_price is not None and _at_or_beyond(low, position.stop_price, -1):
             return "stop_loss"
-        if position.take_profit_price is not None and high >= position.take_profit_price:
+        if position.take_profit_price is not None and _at_or_beyond(high, position.take_profit_price, 1):
             return "take_profit"
         if position.hold_bars >= max_hold_bars:
             return "time_exit"

@@ -203,10 +203,7 @@ class TradingService:
             if symbol not in executor.book.positions or symbol in exiting:
                 continue
             reason = executor.book.exit_reason_on_bar(
-                symbol,
-                low=decimal_of(candle.low),
-                high=decimal_of(candle.high),
-                max_hold_bars=self.max_hold_bars,
+                symbol, low=candle.low, high=candle.high, max_hold_bars=self.max_hold_bars
             )
             if reason is not None:
                 await gate.exit_position(symbol, reason, event.open_time_ms, decimal_of(candle.close))
