@@ -141,3 +141,58 @@ def test_exit_rules_on_the_candles_floats_are_the_exact_decimals(
     else:
         want = "time_exit" if hold >= 2 else None
     assert got == want
+
+
+# --- the agent's view ---------------------------------------------------------------------------
+
+
+def fresh_snapshot(b: PositionBook, symbols: list[str]) -> list[list[float]]:
+    """PositionBook.snapshot's arrays computed afresh, as lists."""
+    held = [b.positions.get(s) for s in symbols]
+    return [
+        [p is not None for p in held],
+        [p.entry.size_multiplier if p else 0.0 for p in held],
+        [p.unrealised_pnl_bps() if p else 0.0 for p in held],
+        [p.hold_bars if p else 0.0 for p in held],
+        [b.drawdown()] * len(symbols),
+        [float(b.today.trades)] * len(symbols),
+        [float(b.today.wins)] * len(symbols),
+    ]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    steps=st.lists(st.tuples(st.sampled_from("ABC"), st.integers(0, 3), st.integers(50, 150)), max_size=30)
+)
+def test_the_kept_snapshot_arrays_are_the_fresh_ones_after_any_sequence(
+    steps: list[tuple[str, int, int]],
+) -> None:
+    """The snapshot's arrays are reused call after call: nothing of an earlier call stays."""
+    b = book()
+    symbols = ["A", "B", "C", "D"]
+    for symbol, kind, price in steps:
+        at = Decimal(price)
+        if kind == 0 and symbol not in b.positions:
+            b.apply_buy(
+                symbol, price=at, quantity=Decimal(1), fee_quote=Decimal("0.1"), fee_base=Decimal(0),
+                time_ms=0, entry=EntryContext("m", 0.8, 0.5 + len(b.positions), at), amount_step=STEP,
+            )  # fmt: skip
+        elif kind == 1 and symbol in b.positions:
+            b.apply_sell(
+                symbol, price=at, quantity=b.positions[symbol].quantity, fee_quote=Decimal("0.1"), time_ms=0
+            )
+        else:
+            b.mark(symbol, at)
+        b.close_bar()
+        snapshot = b.snapshot(symbols)
+        got = [
+            snapshot.has_position.tolist(),
+            snapshot.size_multiplier.tolist(),
+            snapshot.unrealised_pnl_bps.tolist(),
+            snapshot.hold_bars.tolist(),
+            snapshot.drawdown.tolist(),
+            snapshot.trades_today.tolist(),
+            snapshot.wins_today.tolist(),
+        ]
+        assert got == fresh_snapshot(b, symbols)
+        assert b.snapshot(symbols[::-1]).has_position.tolist() == got[0][::-1]  # another list, its own arrays

@@ -16,6 +16,7 @@ max_hold_bars bars).
 
 from __future__ import annotations
 
+import array
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from decimal import ROUND_DOWN, Decimal
@@ -172,6 +173,9 @@ class PositionBook:
     # (restore) calls touch().
     version: int = 0
     _equity: tuple[int, Decimal] = (-1, Decimal(0))  # (version, equity_quote) last computed
+    _snapshots: dict[tuple[str, ...], _SnapshotBuffers] = field(
+        default_factory=dict, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         self.peak_equity_quote = max(self.peak_equity_quote, self.capital_quote)
@@ -334,27 +338,50 @@ class PositionBook:
         }
 
     def snapshot(self, symbols: Sequence[str]) -> PositionSnapshot:
-        """The agent's PositionView: its position and risk context per symbol."""
-        n = len(symbols)
-        has = np.zeros(n, dtype=bool)
-        multiplier, pnl_bps, hold = np.zeros(n), np.zeros(n), np.zeros(n)
+        """The agent's PositionView: its position and risk context per symbol. Its arrays are
+        kept per symbol list and rewritten by the next call (the decision step reads them at
+        once): it runs between the candle close and the decision, where every numpy call is
+        dear, so it writes them through array.array item stores."""
+        buffers = self._snapshots.get(tuple(symbols))
+        if buffers is None:
+            buffers = self._snapshots[tuple(symbols)] = _SnapshotBuffers(len(symbols))
+        flags, multiplier, pnl_bps, hold = buffers.fill_flat()
         for i, symbol in enumerate(symbols):
             position = self.positions.get(symbol)
             if position is None:
                 continue
-            has[i] = True
+            flags[i] = 1
             multiplier[i] = position.entry.size_multiplier
             pnl_bps[i] = position.unrealised_pnl_bps()
             hold[i] = position.hold_bars
-        return PositionSnapshot(
-            has,
-            multiplier,
-            pnl_bps,
-            hold,
-            np.full(n, self.drawdown()),
-            np.full(n, float(self.today.trades)),
-            np.full(n, float(self.today.wins)),
+        buffers.fill_account(self.drawdown(), float(self.today.trades), float(self.today.wins))
+        return buffers.snapshot
+
+
+class _SnapshotBuffers:
+    """PositionBook.snapshot's arrays for one symbol list: numpy views of array.array and
+    bytearray storage, cleared by slice assignment and written item by item."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.flags = bytearray(n)
+        self.zeros = array.array("d", bytes(8 * n))
+        self.columns = [array.array("d", self.zeros) for _ in range(6)]
+        self.snapshot = PositionSnapshot(
+            np.frombuffer(self.flags, dtype=np.bool_),
+            *(np.frombuffer(c, dtype=np.float64) for c in self.columns),
         )
+
+    def fill_flat(self) -> tuple[bytearray, array.array[float], array.array[float], array.array[float]]:
+        """No position anywhere; returns the per-symbol storage to write the positions into."""
+        self.flags[:] = bytes(self.n)
+        for column in self.columns[:3]:
+            column[:] = self.zeros
+        return self.flags, self.columns[0], self.columns[1], self.columns[2]
+
+    def fill_account(self, drawdown: float, trades: float, wins: float) -> None:
+        for column, value in zip(self.columns[3:], (drawdown, trades, wins), strict=True):
+            column[:] = array.array("d", [value]) * self.n
 
 
 def entry_context_json(entry: EntryContext) -> dict[str, Any]:
