@@ -173,6 +173,9 @@ class PositionBook:
     # (restore) calls touch().
     version: int = 0
     _equity: tuple[int, Decimal] = (-1, Decimal(0))  # (version, equity_quote) last computed
+    _unrealised: tuple[int, dict[str, Decimal]] = field(
+        default_factory=lambda: (-1, {}), repr=False, compare=False
+    )
     _snapshots: dict[tuple[str, ...], _SnapshotBuffers] = field(
         default_factory=dict, repr=False, compare=False
     )
@@ -312,8 +315,18 @@ class PositionBook:
         return None
 
     # --- views ----------------------------------------------------------------------------------
+    def unrealised_by_symbol(self) -> dict[str, Decimal]:
+        """Each position's unrealised PnL in quote, kept until the book's version moves (the
+        bar's close and the gate's first look both sum them). Not to be changed by the caller."""
+        if self._unrealised[0] != self.version:
+            self._unrealised = (
+                self.version,
+                {s: p.unrealised_pnl_quote() for s, p in self.positions.items()},
+            )
+        return self._unrealised[1]
+
     def unrealised_quote(self) -> Decimal:
-        return sum((p.unrealised_pnl_quote() for p in self.positions.values()), Decimal(0))
+        return sum(self.unrealised_by_symbol().values(), Decimal(0))
 
     def equity_quote(self) -> Decimal:
         # Asked at each bar's close and again by the decision step's snapshot: kept per version.

@@ -129,13 +129,15 @@ class RiskGate:
             # What open positions were worth as the day began (at the first look of the day):
             # the day's PnL counts only what they gained or lost since.
             self._marks_day = day
-            self._day_marks = {s: (p.opened_ms, p.unrealised_pnl_quote()) for s, p in book.positions.items()}
+            marks = book.unrealised_by_symbol()
+            self._day_marks = {s: (p.opened_ms, marks[s]) for s, p in book.positions.items()}
         if self._derived_at != (book.version, day):
             # The sums over the positions are the costly part, and the gate asks for them on every
             # intent: kept until the book changes.
             unrealised = unrealised_today = Decimal(0)
+            marks = book.unrealised_by_symbol()
             for symbol, position in book.positions.items():
-                value = position.unrealised_pnl_quote()
+                value = marks[symbol]
                 start_opened, at_start = self._day_marks.get(symbol, (None, Decimal(0)))
                 unrealised += value
                 unrealised_today += value - (at_start if start_opened == position.opened_ms else Decimal(0))
