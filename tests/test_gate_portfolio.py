@@ -1,15 +1,19 @@
 """The gate keeps the sums over the positions until the book changes (RiskGate.portfolio): what it
 hands the RiskManager must equal the portfolio computed from scratch, after every fill, mark,
 exit placed or ended, over a seeded stream of entries and exits on real bars (the replay harness,
-tests/replay_stack.py, with a real PostgreSQL)."""
+tests/replay_stack.py, with a real PostgreSQL). And the trading day it keeps by the second."""
 
 from __future__ import annotations
 
 import random
+from datetime import date, datetime, time
 from decimal import Decimal
+from zoneinfo import ZoneInfo
 
 import asyncpg
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from replay_stack import BTC, ETH, Replay, config_of, contiguous, intent
 
 from huracan.core.intents import AgentAction, OrderIntent
@@ -121,3 +125,20 @@ async def test_entries_of_one_bar_stay_within_the_heat_though_they_fill_behind_t
     assert set(replay.book_positions) == {BTC, ETH}  # both filled at once, in the bar
     assert gate.manager.heat(portfolio) <= gate.manager.allowed_heat(portfolio)
     assert gate.stats.scaled == 1
+
+
+# Zones with half-hour offsets, a half-hour DST shift, and DST changes at local midnight.
+ZONES = ("Europe/London", "America/New_York", "Asia/Kolkata", "Australia/Lord_Howe", "America/Santiago")
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    zone=st.sampled_from(ZONES),
+    day=st.integers(737_000, 740_000),  # 2018 .. 2026
+    offset_ms=st.integers(-2 * 3_600_000, 2 * 3_600_000),
+)
+def test_the_trading_day_kept_by_the_second_is_the_local_date(zone: str, day: int, offset_ms: int) -> None:
+    """Around local midnights (and DST shifts) the cached day is the local date of the instant."""
+    midnight = datetime.combine(date.fromordinal(day), time(0), tzinfo=ZoneInfo(zone))
+    at_ms = int(midnight.timestamp() * 1000) + offset_ms
+    assert trading_day(at_ms, zone) == datetime.fromtimestamp(at_ms / 1000, ZoneInfo(zone)).date().toordinal()

@@ -15,7 +15,14 @@ def _zone(name: str) -> ZoneInfo:
 
 def trading_day(time_ms: int, zone: str) -> int:
     """The trading day of `time_ms` as a proleptic ordinal of the local date."""
-    return datetime.fromtimestamp(time_ms / 1000, _zone(zone)).date().toordinal()
+    return _day_of_second(time_ms // 1000, zone)
+
+
+@lru_cache(maxsize=256)
+def _day_of_second(second: int, zone: str) -> int:
+    """By the second: the gate asks for the day on every intent, and a zone's offsets are whole
+    seconds, so a day never begins inside one."""
+    return datetime.fromtimestamp(second, _zone(zone)).date().toordinal()
 
 
 def day_start_ms(time_ms: int, zone: str) -> int:
