@@ -5,12 +5,14 @@
    OrderJournal) run as asyncio tasks. Per bar time the bench stores the 20 bars and publishes one
    CandleClosed on the candle topic, as the ingest does (with the next bar's opens, which the
    venue shows forming: the simulated venue fills the bar's market orders at them before the
-   next bar closes), then waits until the trading task is done with it. Timed from the publish: the approved order at the executor (`Executor.place`
-   entered, after the gate) and to the venue (just before `create_order`, after the journal's
-   write-ahead), first and last order the decision step asked for in the bar; bars without one are
-   not counted. The engine's own orders (stop-loss, take-profit, time exits, maker re-prices) reach
-   the gate before the decision's (the decision is computed first) and are listed apart. Taker entries are the goal's path; maker entries
-   follow. Streams: the 3 bundled real series from different offsets (as bench/inference.py).
+   next bar closes), then waits until the trading task is done with it. Timed from the publish:
+   the approved order at the executor (`Executor.place` entered, after the gate) and to the venue
+   (just before `create_order`, after the journal's write-ahead), first and last order the
+   decision step asked for in the bar; bars without one are not counted. The engine's own orders
+   (stop-loss, take-profit, time exits, maker re-prices) reach the gate before the decision's
+   (the decision is computed first) and are listed apart. Taker entries are the goal's path;
+   maker entries follow. Streams: the 3 bundled real series from different offsets (as
+   bench/inference.py).
    Model: an untrained policy whose head is biased to enter (and to exit about one bar in ten),
    sampled; the path is what is timed. Risk limits are raised so that entries are approved.
 2. Replay throughput: `Daemon` in replay mode, until_end (replay venue -> ingest -> candle store ->

@@ -14,6 +14,7 @@ is made, and the ingest's next_opens as the venues show them.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import random
 from collections.abc import Sequence
@@ -29,7 +30,8 @@ from test_fill_model import bars, orders
 
 from huracan.config.settings import BUNDLED_CANDLES_DIR
 from huracan.core.candle import Candle
-from huracan.core.intents import AgentAction, OrderIntent
+from huracan.core.events import CandleClosed
+from huracan.core.intents import AgentAction, BarDecided, OrderIntent
 from huracan.exchange.errors import PostOnlyWouldTake
 from huracan.exchange.models import OrderRequest, Trade
 from huracan.exchange.replay import ReplayVenue
@@ -126,13 +128,28 @@ def scripted(first: int, last: int) -> dict[int, AgentAction]:
 Seen = tuple[Any, ...]
 
 
-async def replay(db_pool: asyncpg.Pool, *, next_opens: bool, first: int, last: int) -> dict[str, list[Seen]]:
+# Taker entries; or maker entries (post-only, re-priced, taken as a fallback) with a daily loss
+# limit and a circuit breaker tight enough to halt trading inside the window.
+VARIANTS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
+    "taker": ({}, {}),
+    "maker_breaker": (
+        {"maker_entries": True, "reprice_after_s": 300.0, "max_reprices": 1},
+        {"daily_loss_limit": "8", "circuit_breaker_loss": "12"},
+    ),
+}
+
+
+async def replay(
+    db_pool: asyncpg.Pool, *, next_opens: bool, first: int, last: int, variant: str = "taker"
+) -> dict[str, list[Seen]]:
     """The trades, fills and the book as each decision saw it, of a scripted replay over BTC and
     ETH with tight exits."""
     decisions = scripted(first, last)
+    execution, risk = VARIANTS[variant]
     config = config_of(
         symbols=(BTC, ETH),
-        execution={"stop_loss_bps": 40.0, "take_profit_bps": 60.0, "max_hold_bars": 5},
+        execution={"stop_loss_bps": 40.0, "take_profit_bps": 60.0, "max_hold_bars": 5, **execution},
+        risk=risk,
     )
     replay = Replay.build(config, db_pool, start=first, next_opens=next_opens)
     await replay.start()
@@ -167,39 +184,69 @@ async def replay(db_pool: asyncpg.Pool, *, next_opens: bool, first: int, last: i
 
     for i in range(first, last + 1):
         await replay.bar(i, decide)
-        if next_opens:  # the entries decided on bar i are held while bar i + 1 is still forming
+        if next_opens and variant == "taker":  # its entries are held while bar i + 1 is forming
             for symbol in entered.get(i, []):
                 assert book.positions[symbol].opened_ms == open_ms(BTC, i + 1), (i, symbol)
-    assert replay.service.gate.stats.denied.keys() <= {"exit_in_progress"}
+    denied = replay.service.gate.stats.denied
+    assert denied.keys() <= {"exit_in_progress"} if variant == "taker" else "halted" in denied
     memory = await rows(
         db_pool,
         "SELECT symbol, entry_time, exit_time, entry_price, exit_price, quantity, pnl_quote, fees_quote, "
         "exit_reason FROM trade_memory ORDER BY exit_time, symbol",
     )
     fills = await rows(
-        db_pool, "SELECT side, price, quantity, fee, filled_at FROM fills ORDER BY filled_at, price"
+        db_pool,
+        "SELECT side, price, quantity, fee, liquidity, filled_at FROM fills ORDER BY filled_at, price",
     )
     return {"memory": [tuple(r) for r in memory], "fills": [tuple(r) for r in fills], "seen": seen}
 
 
-async def test_a_replay_trades_the_same_with_the_next_opens(db_pool: asyncpg.Pool) -> None:
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+async def test_a_replay_trades_the_same_with_the_next_opens(db_pool: asyncpg.Pool, variant: str) -> None:
     first, last = MIDNIGHT - 60, MIDNIGHT + 60
     assert contiguous((BTC, ETH), first, last + 1)
-    waited = await replay(db_pool, next_opens=False, first=first, last=last)
+    waited = await replay(db_pool, next_opens=False, first=first, last=last, variant=variant)
     await db_pool.execute(
         "TRUNCATE fills, trade_memory, positions, orders, risk_events RESTART IDENTITY CASCADE"
     )
-    told = await replay(db_pool, next_opens=True, first=first, last=last)
-    assert {r[-1] for r in waited["memory"]} >= {"stop_loss", "take_profit", "time_exit", "signal"}
-    assert len(waited["memory"]) >= 15
-    midnight = [r for r in waited["memory"] if r[2].timestamp() * 1000 == open_ms(BTC, MIDNIGHT)]
-    assert midnight
-    assert midnight[0][-1] == "signal"
+    told = await replay(db_pool, next_opens=True, first=first, last=last, variant=variant)
+    if variant == "taker":
+        assert {r[-1] for r in waited["memory"]} >= {"stop_loss", "take_profit", "time_exit", "signal"}
+        assert len(waited["memory"]) >= 15
+        midnight = [r for r in waited["memory"] if r[2].timestamp() * 1000 == open_ms(BTC, MIDNIGHT)]
+        assert midnight
+        assert midnight[0][-1] == "signal"
+    else:
+        assert len(waited["memory"]) >= 3  # before the breaker halted new entries
+        assert "maker" in {f[-2] for f in waited["fills"]}
     assert told["seen"] == waited["seen"]  # the same book at every decision
     # The last bar's orders fill only where its next open was told (bar last + 1 never comes).
     after = [open_ms(BTC, last + 1)]
     assert [f for f in told["fills"] if f[-1].timestamp() * 1000 not in after] == waited["fills"]
     assert [r for r in told["memory"] if r[2].timestamp() * 1000 not in after] == waited["memory"]
+
+
+async def test_a_late_decision_leaves_its_orders_to_the_next_bars_close(db_pool: asyncpg.Pool) -> None:
+    """Shadow waits for the decision step only so long: a bar whose marker did not come is not
+    filled at the next open, so the late step still decides on this bar's book."""
+    first = 6_500
+    replay = Replay.build(config_of(), db_pool, start=first, next_opens=True)
+    await replay.start()
+    service = replay.service
+    service.decision_wait_s = 0.05
+    opened = open_ms(BTC, first)
+    replay.clock.now = opened + STEP
+    following = float(series_of(BTC).open[first + 1])
+    event = CandleClosed("5m", opened, {BTC: series_of(BTC).candle(first)}, next_opens={BTC: following})
+    handling = asyncio.create_task(service.on_bar(event, replay.ctx))
+    await service.positions_ready(opened)
+    await service.intents.put(intent(AgentAction.ENTER_LONG_NORMAL, BTC, first))
+    await asyncio.wait_for(handling, 5)  # the bar moves on at the deadline, without its marker
+    assert BTC not in replay.book_positions
+    assert len(service.executor.orders) == 1  # the entry works on
+    await service.intents.put(BarDecided(opened))  # the late marker, skipped by the next bar
+    await replay.bar(first + 1)
+    assert replay.book_positions[BTC].opened_ms == open_ms(BTC, first + 1)
 
 
 # --- 4. the ingest ------------------------------------------------------------------------------
@@ -244,3 +291,7 @@ async def test_ingest_publishes_the_next_bars_open_where_it_is_known(db_pool: as
         await venue.clock.sleep_until(venue.clock.now_ms() + STEP)
         (event,) = await quiet.ingest_closed_bars()
         assert event.next_opens == {}, opening
+    # Past the replay's end there is no next bar, even where a longer file has one.
+    await venue.clock.sleep_until(venue.end_ms)
+    assert all(venue.opening_price(s, "5m", venue.end_ms) is None for s in symbols)
+    assert venue.opening_price(BTC, "5m", venue.end_ms - STEP) is None  # it has closed: no longer forming

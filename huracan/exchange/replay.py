@@ -14,7 +14,7 @@ import numpy as np
 
 from huracan.core.candle import Candle, CandleSeries
 from huracan.core.clock import ReplayClock
-from huracan.core.timeframe import timeframe_ms
+from huracan.core.timeframe import bar_open, timeframe_ms
 from huracan.market.candle_files import find_candle_files, read_candle_file
 
 DAY_MS = 86_400_000
@@ -91,10 +91,16 @@ class ReplayVenue:
         return [series.candle(i) for i in range(lo, hi)]
 
     def opening_price(self, symbol: str, timeframe: str, open_time_ms: int) -> float | None:
-        """The open of the bar opening at `open_time_ms`, once the clock has reached it (a live
-        venue's forming bar shows its open from its first trade on); None before, or without one."""
+        """The open of the bar forming now, as a live venue shows it from its first trade on;
+        None for any other bar, and past the replay's end."""
         series = self.series.get(symbol)
-        if series is None or timeframe != self.timeframe or open_time_ms > self.clock.now_ms():
+        forming = bar_open(self.clock.now_ms(), self.timeframe)
+        if (
+            series is None
+            or timeframe != self.timeframe
+            or open_time_ms != forming
+            or open_time_ms >= self.end_ms
+        ):
             return None
         i = int(np.searchsorted(series.open_time_ms, open_time_ms))
         if i >= len(series) or int(series.open_time_ms[i]) != open_time_ms:

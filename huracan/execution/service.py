@@ -4,8 +4,7 @@ For each closed bar t:
 1. the venue's fills for bar t (simulated: the fill model on bar t, for what step 5 of bar t-1
    left; live: the venue is asked),
 2. the position book marked at t's close, and the decision step let go on bar t (it waits for
-   this step, so its context is current; it normally runs before 3, which is only CPU work on
-   the simulated venue, whose fills come with the next bar),
+   this step, so its context is current; it normally runs before 3),
 3. stop-loss, take-profit and time exits through the gate, the circuit breaker checked, maker
    entries re-priced or given up,
 4. the decision step's intents for bar t taken off the intent queue, through the gate, until its
@@ -28,6 +27,7 @@ symbols on the venue.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Sequence
 from decimal import Decimal
@@ -211,9 +211,11 @@ class TradingService:
         await gate.maintain_makers()
         if self.simulated is not None:
             self.simulated.forget_closed()
-        if not stopping:
-            await self._take_decisions(event.open_time_ms, ctx)
-        if self.simulated is not None and event.next_opens:
+        # A bar whose decisions did not all come (stopping, or a late decision step in shadow)
+        # leaves its market orders to the next bar's close: the late step decides on this
+        # bar's book, not on the next open's.
+        decided = not stopping and await self._take_decisions(event.open_time_ms, ctx)
+        if decided and self.simulated is not None and event.next_opens and executor.orders:
             await self._fill_at_next_open(event, self.simulated)
         await executor.flush()
         async with self._traded:
@@ -229,7 +231,10 @@ class TradingService:
         opened = event.open_time_ms + self.step_ms
         executor.book.new_day(trading_day(opened + self.step_ms, self.gate.timezone))
         for symbol, price in event.next_opens.items():
-            venue.on_open(symbol, opened, price)
+            if math.isfinite(price) and price > 0:
+                venue.on_open(symbol, opened, price)
+            else:  # its orders fill when the bar closes
+                log.warning("unusable next open ignored", symbol=symbol, price=price, opens_ms=opened)
         await executor.sync()
 
     async def bar_traded(self, open_time_ms: int) -> None:
@@ -238,8 +243,9 @@ class TradingService:
         async with self._traded:
             await self._traded.wait_for(lambda: self.traded_through >= open_time_ms)
 
-    async def _take_decisions(self, open_time_ms: int, ctx: ServiceContext) -> None:
-        """Intents of bar `open_time_ms` through the gate, up to the decision step's marker."""
+    async def _take_decisions(self, open_time_ms: int, ctx: ServiceContext) -> bool:
+        """Intents of bar `open_time_ms` through the gate, up to the decision step's marker;
+        False when it did not come (late, or stopping)."""
         deadline = None if self.decision_wait_s is None else time.monotonic() + self.decision_wait_s
         while not ctx.stopping.is_set():
             timeout = 1.0 if deadline is None else max(0.0, min(1.0, deadline - time.monotonic()))
@@ -254,13 +260,14 @@ class TradingService:
             except TimeoutError:
                 if deadline is not None and time.monotonic() >= deadline:
                     log.warning("decision step late; bar moves on", bar_open_time_ms=open_time_ms)
-                    return
+                    return False
                 continue
             if isinstance(item, BarDecided):
                 if item.open_time_ms >= open_time_ms:
-                    return
+                    return True
                 continue
             await self.gate.handle(item)
+        return False
 
     async def _release_waiters(self) -> None:
         async with self._marked:

@@ -1,5 +1,5 @@
 """The simulated venue of replay and shadow mode: the exchange adapter's order methods, answered
-in memory, with fills from the fill model as each bar closes.
+in memory, with fills from the fill model as each bar opens (market orders) and closes.
 
 The executor cannot tell it from the live adapter (same methods, same types, same errors), so
 replay, shadow and live run one order path. Orders wait for the next bar: a market order placed

@@ -258,16 +258,17 @@ class CandleIngest:
     def _next_opens(
         self, opened_ms: int, candles: Mapping[str, Candle], following: Mapping[str, Candle] | None
     ) -> dict[str, float]:
-        """The open of the bar after this one, by symbol: from the next bar of this batch, else
-        from the bar the venue showed forming. Only a positive finite price; a symbol without
-        one has its market orders filled when that bar closes."""
+        """The open of the bar after this one, by symbol: from the next bar of this batch (as
+        validated: none where it was refused or missing), or for the batch's newest bar from
+        the bar the venue showed forming. Only a positive finite price; a symbol without one
+        has its market orders filled when that bar closes."""
         opens: dict[str, float] = {}
         for symbol in candles:
-            bar = following.get(symbol) if following is not None else None
-            if bar is not None:
-                price: float | None = bar.open if bar.open_time_ms == opened_ms else None
-            else:
+            price: float | None = None
+            if following is None:
                 price = self.source.opening_price(symbol, self.plan.timeframe, opened_ms)
+            elif (bar := following.get(symbol)) is not None and bar.open_time_ms == opened_ms:
+                price = bar.open
             if price is not None and math.isfinite(price) and price > 0:
                 opens[symbol] = price
         return opens
