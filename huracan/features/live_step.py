@@ -404,13 +404,9 @@ def _step_buffer(
     work: Array,
 ) -> None:
     """live_step, compiled; log_close [S, W] is np.log of the closes, derived and work scratch."""
-    bars, emas, macd_signal, vol_history = (
-        unowned(bars),
-        unowned(emas),
-        unowned(macd_signal),
-        unowned(vol_history),
-    )
-    rows, derived, work, log_close = unowned(rows), unowned(derived), unowned(work), unowned(log_close)
+    bars, emas, macd_signal = unowned(bars), unowned(emas), unowned(macd_signal)
+    vol_history, rows, derived = unowned(vol_history), unowned(rows), unowned(derived)
+    work, log_close = unowned(work), unowned(log_close)
     for s in range(bars.shape[0]):
         if not advance[s]:
             continue
@@ -421,6 +417,25 @@ def _step_buffer(
         _derive_long(bars[s], derived, p - REACH + 1, p)
         _derive_short(bars[s], derived, p - 47, p)
         _symbol_step(bars[s], derived, p, emas[s], macd_signal[s], vol_history[s], cost, rows[s], work)
+
+
+@inner
+def _touch(bars: Array, derived: Array, p: int, history: Array) -> float:
+    """One number per cache line of the windows a symbol's step reads: when the bar wakes the
+    daemon they are cold, and these loads overlap where the step's would stall one by one."""
+    total = 0.0
+    for q in range(p - REACH, p, 8):
+        total += (
+            bars[1, q] + bars[2, q] + derived[_LOG_CLOSE, q] + derived[_RETURN, q] + derived[_LOG_VOLUME, q]
+        )
+    for q in range(p - 96, p, 8):
+        total += bars[3, q]
+    for q in range(p - 48, p, 8):
+        total += bars[0, q] + bars[4, q] + derived[_HL2, q] + derived[_GK, q] + derived[_QUOTE, q]
+        total += derived[_LOG_QUOTE, q] + derived[_CS, q]
+    for q in range(0, history.shape[0], 8):
+        total += history[q]
+    return total
 
 
 @_entry
@@ -438,7 +453,7 @@ def live_push(
     rows: Array,
     bars_seen: IntArray,
     work: Array,
-) -> None:
+) -> float:
     """IncrementalFeatures.push in one call: new[s] (open, high, low, close, volume, open time)
     enters the ring of each present symbol, which then steps as in live_step. log_close [S]:
     np.log of new's closes, taken with numpy by the caller (see the module doc).
@@ -448,14 +463,13 @@ def live_push(
     writes one bar rather than shifting L. derived [S, 8, 2L] holds the per-bar series the
     same way, computed once per bar. work [WORK_ROWS, 288] is scratch."""
     ring, derived, new, work = unowned(ring), unowned(derived), unowned(new), unowned(work)
-    log_close = unowned(log_close)
-    emas, macd_signal, vol_history, rows = (
-        unowned(emas),
-        unowned(macd_signal),
-        unowned(vol_history),
-        unowned(rows),
-    )
+    log_close, emas, macd_signal = unowned(log_close), unowned(emas), unowned(macd_signal)
+    vol_history, rows = unowned(vol_history), unowned(rows)
     length = ring.shape[2] // 2
+    touched = 0.0  # returned, so that the loads are not optimised away
+    for s in range(ring.shape[0]):
+        if present[s]:
+            touched += _touch(ring[s], derived[s], (slots[s] + 1) % length + length, vol_history[s])
     for s in range(ring.shape[0]):
         if not present[s]:
             continue
@@ -470,6 +484,7 @@ def live_push(
         _derive_short(ring[s], derived[s], p, p)
         derived[s, :, slot] = derived[s, :, p]
         _symbol_step(ring[s], derived[s], p, emas[s], macd_signal[s], vol_history[s], cost, rows[s], work)
+    return touched
 
 
 @_entry
