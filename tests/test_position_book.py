@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from huracan.execution.positions import EntryContext, PositionBook
+from huracan.risk.portfolio import Holding
 
 STEP = Decimal("0.001")
 
@@ -167,7 +168,8 @@ def fresh_snapshot(b: PositionBook, symbols: list[str]) -> list[list[float]]:
 def test_the_kept_snapshot_arrays_are_the_fresh_ones_after_any_sequence(
     steps: list[tuple[str, int, int]],
 ) -> None:
-    """The snapshot's arrays are reused call after call: nothing of an earlier call stays."""
+    """The snapshot's arrays are reused call after call: nothing of an earlier call stays. The
+    holdings the book keeps between fills are the fresh ones too."""
     b = book()
     symbols = ["A", "B", "C", "D"]
     for symbol, kind, price in steps:
@@ -195,4 +197,9 @@ def test_the_kept_snapshot_arrays_are_the_fresh_ones_after_any_sequence(
             snapshot.wins_today.tolist(),
         ]
         assert got == fresh_snapshot(b, symbols)
+        fresh_holdings = {
+            s: Holding(s, p.quantity, p.average_entry_price, p.stop_price, False)
+            for s, p in b.positions.items()
+        }
+        assert b.holdings() == fresh_holdings  # kept across marks, made again after a fill
         assert b.snapshot(symbols[::-1]).has_position.tolist() == got[0][::-1]  # another list, its own arrays

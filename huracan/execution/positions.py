@@ -172,7 +172,11 @@ class PositionBook:
     # derived from them may be kept until it moves. Code that sets a position's fields itself
     # (restore) calls touch().
     version: int = 0
+    held_version: int = 0  # bumped as `version` is, except by marks: what is held, not its price
     _equity: tuple[int, Decimal] = (-1, Decimal(0))  # (version, equity_quote) last computed
+    _holdings: tuple[int, dict[str, Holding]] = field(
+        default_factory=lambda: (-1, {}), repr=False, compare=False
+    )
     _unrealised: tuple[int, dict[str, Decimal]] = field(
         default_factory=lambda: (-1, {}), repr=False, compare=False
     )
@@ -185,6 +189,7 @@ class PositionBook:
 
     def touch(self) -> None:
         self.version += 1
+        self.held_version += 1
 
     def clear(self) -> None:
         """No positions and nothing realised (a restart of the trading task, before restore)."""
@@ -209,6 +214,7 @@ class PositionBook:
         the fill price); `fee_base` is the part charged in coins, which the position does not
         receive."""
         self.version += 1
+        self.held_version += 1
         position = self.positions.get(symbol)
         opened = position is None
         if position is None:
@@ -232,6 +238,7 @@ class PositionBook:
         if position is None:
             raise KeyError(f"a sell fill for {symbol}, where the book holds no position")
         self.version += 1
+        self.held_version += 1
         cost = position.cost_per_unit_held * quantity
         position.quantity -= quantity
         position.sold_quantity += quantity
@@ -342,13 +349,21 @@ class PositionBook:
         return float((peak - self.equity_quote()) / peak) if peak > 0 else 0.0
 
     def holdings(self, exits_working: Iterable[str] = ()) -> dict[str, Holding]:
+        """The risk manager's view of the positions. Without `exits_working` it is kept until a
+        fill changes the book (marks do not change a holding; the gate asks at every bar) and
+        must not be changed by the caller."""
         working = set(exits_working)
-        return {
+        if not working and self._holdings[0] == self.held_version:
+            return self._holdings[1]
+        held = {
             s: Holding(
                 s, p.quantity, p.average_entry_price, p.stop_price, s in working or p.exit_reason is not None
             )
             for s, p in self.positions.items()
         }
+        if not working:
+            self._holdings = (self.held_version, held)
+        return held
 
     def snapshot(self, symbols: Sequence[str]) -> PositionSnapshot:
         """The agent's PositionView: its position and risk context per symbol. Its arrays are
